@@ -1,0 +1,88 @@
+"""The convtree error tree.
+
+Every error convtree raises on purpose derives from :class:`ConvtreeError`, and
+each also derives from the built-in exception a caller would naturally catch::
+
+    ConvtreeError
+    ├── FormatError (ValueError)            invalid document, message or field
+    │   └── SchemaVersionError              unknown or unsupported schema_version
+    ├── NodeNotFoundError (KeyError)        no node for an id, prefix or branch name
+    ├── AmbiguousReferenceError (LookupError)  a prefix or branch name matches several nodes
+    └── TreeOperationError (ValueError)     an operation the tree cannot do (prune the root, ...)
+
+Messages say what is wrong and where: the JSON path (``nodes[3].message.role``),
+the node id, the version.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AmbiguousReferenceError",
+    "ConvtreeError",
+    "FormatError",
+    "NodeNotFoundError",
+    "SchemaVersionError",
+    "TreeOperationError",
+]
+
+
+class ConvtreeError(Exception):
+    """Root of every error convtree raises on purpose."""
+
+
+class FormatError(ConvtreeError, ValueError):
+    """A document, message or field does not conform to the convtree format.
+
+    Attributes:
+        path: JSON path of the offending value (``"nodes[3].message.role"``), or
+            ``None`` when the problem concerns the document as a whole.
+        node_id: Id of the node concerned, when there is one.
+    """
+
+    def __init__(self, message: str, *, path: str | None = None, node_id: str | None = None):
+        self.path = path
+        self.node_id = node_id
+        self.reason = message
+        where = []
+        if path:
+            where.append(f"at {path}")
+        if node_id is not None:
+            where.append(f"node {node_id!r}")
+        super().__init__(f"{message} ({', '.join(where)})" if where else message)
+
+
+class SchemaVersionError(FormatError):
+    """The document's ``schema_version`` is invalid, or newer than this library reads."""
+
+
+class NodeNotFoundError(ConvtreeError, KeyError):
+    """No node matches the given id, id prefix or branch name."""
+
+    def __init__(self, message: str, *, ref: object = None):
+        self.ref = ref
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        # KeyError would repr() the message; show it as written.
+        return str(self.args[0]) if self.args else ""
+
+
+class AmbiguousReferenceError(ConvtreeError, LookupError):
+    """An id prefix or branch name matches several nodes.
+
+    Attributes:
+        candidates: Ids of (some of) the matching nodes.
+    """
+
+    def __init__(self, message: str, *, ref: object = None, candidates: list[str] | None = None):
+        self.ref = ref
+        self.candidates = candidates or []
+        super().__init__(message)
+
+
+class TreeOperationError(ConvtreeError, ValueError):
+    """The requested operation is not possible on this tree.
+
+    Examples: pruning the root, adding a sibling of the root, reusing an
+    existing node id.
+    """

@@ -1,0 +1,245 @@
+"""The versioned nodes-and-edges document: its models, validation and structure checks.
+
+A document (schema 2.0.0) looks like::
+
+    {
+      "schema_version": "2.0.0",
+      "conversation_id": "c1",
+      "nodes": [{"node_id": "...", "message": {...} | null, "timestamp": "...+00:00",
+                 "branch_name": ..., "prompt_name": ..., "metadata": {...}}, ...],
+      "edges": [["parent_id", "child_id"], ...],      # siblings in order
+      "current_node_id": "...",
+      "metadata": {...},
+      "created_at": "...", "updated_at": "..."
+    }
+
+The pydantic models below are the single source of truth for that shape: the
+committed ``migrations_schema/2.0.0/schema.json`` is generated from them, and a
+test fails when they drift apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue, ValidationError
+
+from ._json import format_error_from_validation
+from .errors import FormatError
+from .message import Message
+from .node import ConversationNode
+
+__all__ = [
+    "CURRENT_SCHEMA_VERSION",
+    "ConversationDocument",
+    "NodeRecord",
+    "ParsedDocument",
+    "document_json_schema",
+    "parse_document",
+]
+
+CURRENT_SCHEMA_VERSION = "2.0.0"
+"""The schema version :meth:`ConversationState.to_dict` writes."""
+
+SCHEMA_ID = "https://convtree.dev/schema/2.0.0/conversation.json"
+
+
+class NodeRecord(BaseModel):
+    """A node as stored in a document."""
+
+    model_config = ConfigDict(extra="allow", title="Node")
+
+    node_id: str = Field(description="Opaque id, unique in the conversation.")
+    message: Message | None = Field(description="The message; null only for a message-less root.")
+    timestamp: AwareDatetime = Field(description="Creation time, ISO 8601 with an offset.")
+    branch_name: str | None = Field(default=None, description="Optional branch label.")
+    prompt_name: str | None = Field(default=None, description="Optional prompt template name.")
+    metadata: dict[str, JsonValue] = Field(default_factory=dict, description="Free metadata.")
+
+
+class ConversationDocument(BaseModel):
+    """A whole conversation as stored: nodes, edges in sibling order, cursor, metadata."""
+
+    model_config = ConfigDict(extra="allow", title="ConversationDocument")
+
+    schema_version: str = Field(
+        pattern=r"^2\.[0-9]+\.[0-9]+$", description="Format version (2.x.y)."
+    )
+    conversation_id: str = Field(min_length=1)
+    nodes: list[NodeRecord] = Field(min_length=1, description="Every node, in any order.")
+    edges: list[tuple[str, str]] = Field(
+        description="[parent_id, child_id] pairs; a parent's children in sibling order."
+    )
+    current_node_id: str = Field(description="The cursor: id of the active node.")
+    metadata: dict[str, JsonValue] = Field(default_factory=dict)
+    created_at: AwareDatetime
+    updated_at: AwareDatetime
+
+
+def document_json_schema() -> dict[str, Any]:
+    """Return the JSON Schema of the current format (what ``migrations_schema`` commits)."""
+    schema = ConversationDocument.model_json_schema()
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": SCHEMA_ID,
+        **schema,
+    }
+
+
+@dataclass
+class ParsedDocument:
+    """A validated current-version document, ready to become a tree."""
+
+    schema_version: str
+    conversation_id: str
+    nodes: dict[str, ConversationNode]  # in document order
+    children: dict[str, list[str]]  # parent id -> child ids in sibling order
+    root_id: str
+    current_node_id: str
+    metadata: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+    extra: dict[str, Any] | None
+
+
+def parse_document(doc: Mapping[str, Any]) -> ParsedDocument:
+    """Validate a current-major document and check that it describes one tree.
+
+    Loading never depends on the order of ``nodes`` or of ``edges`` across
+    parents; a parent's edges give its children's order.
+
+    Raises:
+        FormatError: naming the JSON path and node id of the first problem:
+            a wrong type or missing field, a duplicate id, an edge to an
+            unknown node, a node with two parents, a cycle, several roots,
+            unreachable nodes, a non-root node without a message, an unknown
+            cursor.
+    """
+    try:
+        model = ConversationDocument.model_validate(doc)
+    except ValidationError as exc:
+        raise format_error_from_validation(
+            exc, what="conversation document", node_id_at=lambda loc: _node_id_at(doc, loc)
+        ) from None
+
+    nodes: dict[str, ConversationNode] = {}
+    index_of: dict[str, int] = {}
+    for i, rec in enumerate(model.nodes):
+        node_id = rec.node_id
+        if node_id in index_of:
+            raise FormatError(
+                f"duplicate node id (first at nodes[{index_of[node_id]}])",
+                path=f"nodes[{i}].node_id",
+                node_id=node_id,
+            )
+        index_of[node_id] = i
+        nodes[node_id] = ConversationNode(
+            node_id,
+            rec.message,
+            rec.timestamp,
+            branch_name=rec.branch_name,
+            prompt_name=rec.prompt_name,
+            metadata=rec.metadata,
+            extra=rec.__pydantic_extra__ or None,
+        )
+
+    children: dict[str, list[str]] = {}
+    parent_edge: dict[str, int] = {}
+    for j, (parent_id, child_id) in enumerate(model.edges):
+        if parent_id not in index_of:
+            raise FormatError("edge from an unknown node", path=f"edges[{j}][0]", node_id=parent_id)
+        if child_id not in index_of:
+            raise FormatError("edge to an unknown node", path=f"edges[{j}][1]", node_id=child_id)
+        if child_id in parent_edge:
+            k = parent_edge[child_id]
+            first_parent = model.edges[k][0]
+            raise FormatError(
+                f"node has a second parent {parent_id!r} "
+                f"(its first is {first_parent!r} at edges[{k}])",
+                path=f"edges[{j}]",
+                node_id=child_id,
+            )
+        if parent_id == child_id:
+            raise FormatError("edge from a node to itself (a cycle)", path=f"edges[{j}]", node_id=child_id)
+        parent_edge[child_id] = j
+        children.setdefault(parent_id, []).append(child_id)
+
+    roots = [node_id for node_id in nodes if node_id not in parent_edge]
+    if not roots:
+        raise FormatError("no root node: every node has a parent (a cycle)", path="edges")
+    if len(roots) > 1:
+        shown = ", ".join(repr(r) for r in roots[:5])
+        raise FormatError(
+            f"{len(roots)} root nodes ({shown}); a conversation has exactly one root",
+            path=f"nodes[{index_of[roots[1]]}]",
+            node_id=roots[1],
+        )
+    root_id = roots[0]
+
+    reached = 1
+    stack = [root_id]
+    while stack:
+        kids = children.get(stack.pop())
+        if kids:
+            reached += len(kids)
+            stack.extend(kids)
+    if reached != len(nodes):
+        # Every node but the root has exactly one parent, so the rest form cycles.
+        seen = {root_id}
+        stack = [root_id]
+        while stack:
+            for kid in children.get(stack.pop(), ()):
+                seen.add(kid)
+                stack.append(kid)
+        lost = [node_id for node_id in nodes if node_id not in seen]
+        shown = ", ".join(repr(n) for n in lost[:5])
+        raise FormatError(
+            f"{len(lost)} node(s) not reachable from the root {root_id!r}, "
+            f"their edges form a cycle: {shown}",
+            path=f"nodes[{index_of[lost[0]]}]",
+            node_id=lost[0],
+        )
+
+    for node_id, node in nodes.items():
+        if node.message is None and node_id != root_id:
+            raise FormatError(
+                "only the root may have no message",
+                path=f"nodes[{index_of[node_id]}].message",
+                node_id=node_id,
+            )
+
+    if model.current_node_id not in nodes:
+        raise FormatError(
+            "the cursor names no node of this conversation",
+            path="current_node_id",
+            node_id=model.current_node_id,
+        )
+
+    return ParsedDocument(
+        schema_version=model.schema_version,
+        conversation_id=model.conversation_id,
+        nodes=nodes,
+        children=children,
+        root_id=root_id,
+        current_node_id=model.current_node_id,
+        metadata=model.metadata,
+        created_at=model.created_at,
+        updated_at=model.updated_at,
+        extra=model.__pydantic_extra__ or None,
+    )
+
+
+def _node_id_at(doc: Mapping[str, Any], loc: tuple[int | str, ...]) -> str | None:
+    """The node id a validation error location falls in, if it can be read."""
+    if len(loc) >= 2 and loc[0] == "nodes" and isinstance(loc[1], int):
+        nodes = doc.get("nodes")
+        if isinstance(nodes, list) and 0 <= loc[1] < len(nodes):
+            record = nodes[loc[1]]
+            if isinstance(record, Mapping):
+                node_id = record.get("node_id")
+                if isinstance(node_id, str):
+                    return node_id
+    return None

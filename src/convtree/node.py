@@ -1,0 +1,126 @@
+"""Conversation nodes and their ids."""
+
+from __future__ import annotations
+
+import os
+import random
+from datetime import datetime
+from typing import Any
+
+from ._json import copy_json
+from .message import Message
+
+__all__ = ["NODE_ID_HEX_LENGTH", "ConversationNode", "new_node_id"]
+
+NODE_ID_HEX_LENGTH = 12
+"""Length of a generated node id: 12 hex digits (48 random bits)."""
+
+_rng = random.Random(os.urandom(32))
+
+
+def _reseed_after_fork() -> None:
+    _rng.seed(os.urandom(32))
+
+
+if hasattr(os, "register_at_fork"):  # pragma: no branch - absent only on Windows
+    os.register_at_fork(after_in_child=_reseed_after_fork)
+
+
+def new_node_id() -> str:
+    """Return a new random node id: 12 lowercase hex digits.
+
+    Ids are opaque: they carry no position, so no operation ever renumbers a
+    node, and they stay 12 characters however deep the tree grows. The
+    generator is private to convtree, seeded from ``os.urandom`` and reseeded
+    in forked children, so independent writers (threads, processes, machines)
+    draw independent ids, and ``random.seed()`` in user code cannot make two
+    writers collide. :class:`~convtree.ConversationState` also re-draws on the
+    (1 in 2**48) chance of meeting an id already in the conversation.
+    """
+    return f"{_rng.getrandbits(48):012x}"
+
+
+class ConversationNode:
+    """One node of the conversation tree: a message and what is known about it.
+
+    Attributes:
+        node_id: Stable, opaque id, unique within the conversation.
+        message: The message, or ``None`` for a message-less root.
+        timestamp: When the node was created (timezone-aware).
+        branch_name: Optional human label for the branch this node starts.
+        prompt_name: Optional name of the prompt template that produced it.
+        metadata: Free JSON metadata (usage, cost, model, ...).
+        extra: Fields of a newer format version that this version does not
+            know; kept so that a load/save round trip does not drop them.
+    """
+
+    __slots__ = (
+        "branch_name",
+        "extra",
+        "message",
+        "metadata",
+        "node_id",
+        "prompt_name",
+        "timestamp",
+    )
+
+    def __init__(
+        self,
+        node_id: str,
+        message: Message | None,
+        timestamp: datetime,
+        *,
+        branch_name: str | None = None,
+        prompt_name: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        self.node_id = node_id
+        self.message = message
+        self.timestamp = timestamp
+        self.branch_name = branch_name
+        self.prompt_name = prompt_name
+        self.metadata: dict[str, Any] = {} if metadata is None else metadata
+        self.extra = extra
+
+    @property
+    def role(self) -> str | None:
+        """The message's role, or ``None`` for a message-less root."""
+        return None if self.message is None else self.message.role
+
+    @property
+    def content(self) -> Any:
+        """The message's content, or ``None`` for a message-less root."""
+        return None if self.message is None else self.message.content
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the node as a new JSON-compatible dict (its record in a document)."""
+        out: dict[str, Any] = {
+            "node_id": self.node_id,
+            "message": None if self.message is None else self.message.to_dict(),
+            "timestamp": self.timestamp.isoformat(),
+        }
+        if self.branch_name is not None:
+            out["branch_name"] = self.branch_name
+        if self.prompt_name is not None:
+            out["prompt_name"] = self.prompt_name
+        out["metadata"] = copy_json(self.metadata, "metadata") if self.metadata else {}
+        if self.extra:
+            for key, value in self.extra.items():
+                out[key] = copy_json(value, key)
+        return out
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ConversationNode):
+            return NotImplemented
+        return self.to_dict() == other.to_dict()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable
+
+    def __repr__(self) -> str:
+        if self.message is None:
+            return f"ConversationNode({self.node_id!r}, root)"
+        text = self.message.text
+        if len(text) > 40:
+            text = text[:37] + "..."
+        return f"ConversationNode({self.node_id!r}, {self.message.role}: {text!r})"

@@ -1,0 +1,721 @@
+"""ConversationState: a tree of message nodes and a cursor."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from bisect import bisect_left
+from collections.abc import Iterator, Mapping
+from datetime import datetime, timezone
+from typing import Any
+
+from dataknobs_structures import Tree
+from pydantic import ValidationError
+
+from ._json import copy_json, format_error_from_validation
+from .errors import AmbiguousReferenceError, FormatError, NodeNotFoundError, TreeOperationError
+from .format import CURRENT_SCHEMA_VERSION, parse_document
+from .message import Message
+from .migrations import parse_schema_version, upgrade_document
+from .node import ConversationNode, new_node_id
+
+__all__ = ["ConversationState", "NodeRef"]
+
+NodeRef = str | ConversationNode
+"""A node reference: an id, a unique id prefix, a branch name, or the node itself."""
+
+_MAX_NODE_ID_LENGTH = 256
+_CURRENT = parse_schema_version(CURRENT_SCHEMA_VERSION)
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class ConversationState:
+    """A conversation: a rooted tree of message nodes and a cursor.
+
+    Every regenerated reply, edited message or alternative is a branch that is
+    kept. The cursor (:attr:`current_node_id`) selects the active path;
+    :meth:`get_current_messages` is that path, the list to send to a model.
+
+    A new conversation has a message-less root, so it can branch at its very
+    first message (two alternative system prompts are two children of the root).
+    Documents written by dataknobs-llm have a root that holds a message; they
+    load as they are.
+
+    Node references (``ref``) accept a node id, a branch name, a unique prefix of
+    an id, or a :class:`ConversationNode`. An exact id wins over a branch name,
+    which wins over a prefix. Exact ids are O(1); branch names and prefixes are
+    O(log n) after an O(n log n) index rebuild following a change.
+
+    Operations are O(depth) or better and iterative: a 100,000-deep chain works
+    in every method. ``message_tree`` is the underlying
+    :class:`dataknobs_structures.Tree`; read it, but change the conversation only
+    through these methods, which keep the id index in step.
+
+    Not thread-safe: guard a state shared between threads with a lock.
+
+    Example:
+        >>> state = ConversationState(metadata={"user_id": "alice"})
+        >>> _ = state.add_message("user", "What is a B-tree?")
+        >>> _ = state.add_message("assistant", "A balanced search tree.")
+        >>> _ = state.add_alternative("assistant", "A tree for disks.")  # regenerate
+        >>> [m.content for m in state.get_current_messages()]
+        ['What is a B-tree?', 'A tree for disks.']
+        >>> len(state.leaves())
+        2
+    """
+
+    __slots__ = (
+        "_cursor",
+        "_extra",
+        "_index",
+        "_lookup",
+        "_metadata",
+        "_root",
+        "_schema_label",
+        "conversation_id",
+        "created_at",
+        "updated_at",
+    )
+
+    def __init__(
+        self,
+        conversation_id: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Create a new conversation holding only a message-less root.
+
+        Args:
+            conversation_id: Id of the conversation; a new UUID4 hex when ``None``.
+            metadata: JSON-compatible conversation metadata (copied).
+
+        Raises:
+            FormatError: if the id is not a non-empty string or the metadata is
+                not JSON-compatible.
+        """
+        now = _now()
+        self.conversation_id = _check_conversation_id(
+            uuid.uuid4().hex if conversation_id is None else conversation_id
+        )
+        self._metadata = _check_metadata(metadata)
+        self.created_at = now
+        self.updated_at = now
+        root = ConversationNode(new_node_id(), None, now)
+        self._root = Tree(root)
+        self._index: dict[str, Tree] = {root.node_id: self._root}
+        self._cursor = self._root
+        self._lookup: tuple[list[str], dict[str, list[str]]] | None = None
+        self._extra: dict[str, Any] | None = None
+        self._schema_label = CURRENT_SCHEMA_VERSION
+
+    # ------------------------------------------------------------------ basics
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """Conversation metadata (``user_id``, tags, ...); mutable, JSON-compatible."""
+        return self._metadata
+
+    @metadata.setter
+    def metadata(self, value: Mapping[str, Any]) -> None:
+        self._metadata = _check_metadata(value)
+        self._touch()
+
+    @property
+    def message_tree(self) -> Tree:
+        """The root of the underlying tree (its ``data`` are ConversationNodes)."""
+        return self._root
+
+    @property
+    def root(self) -> ConversationNode:
+        """The root node."""
+        node: ConversationNode = self._root.data
+        return node
+
+    @property
+    def current_node_id(self) -> str:
+        """Id of the node the cursor is on. Assigning a reference moves the cursor."""
+        node_id: str = self._cursor.data.node_id
+        return node_id
+
+    @current_node_id.setter
+    def current_node_id(self, ref: NodeRef) -> None:
+        self.switch_to(ref)
+
+    @property
+    def current_node(self) -> ConversationNode:
+        """The node the cursor is on."""
+        node: ConversationNode = self._cursor.data
+        return node
+
+    def __len__(self) -> int:
+        """Number of nodes, the root included."""
+        return len(self._index)
+
+    def __contains__(self, node_id: object) -> bool:
+        """Whether a node with exactly this id exists."""
+        return isinstance(node_id, str) and node_id in self._index
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ConversationState):
+            return NotImplemented
+        return self.to_dict() == other.to_dict()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable
+
+    def __repr__(self) -> str:
+        depth = len(self._cursor.get_path()) - 1
+        return (
+            f"<ConversationState {self.conversation_id!r}: {len(self._index)} nodes, "
+            f"{_count_leaves(self._root)} leaves, cursor {self.current_node_id!r} "
+            f"at depth {depth}>"
+        )
+
+    # ---------------------------------------------------------------- building
+
+    def add_message(
+        self,
+        role: str,
+        content: Any,
+        *,
+        parent_id: NodeRef | None = None,
+        node_id: str | None = None,
+        branch_name: str | None = None,
+        prompt_name: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        name: str | None = None,
+        tool_calls: list[dict[str, Any]] | None = None,
+        tool_call_id: str | None = None,
+        function_call: dict[str, Any] | None = None,
+        timestamp: datetime | None = None,
+    ) -> ConversationNode:
+        """Add a message as a child of ``parent_id`` (default: the cursor); move the cursor to it.
+
+        Args:
+            role: ``system``, ``user``, ``assistant``, ``tool``, ...
+            content: Text, a list of content parts, or ``None``.
+            parent_id: Reference of the parent node; the cursor when ``None``.
+            node_id: Your own id for the node; a new random id when ``None``.
+            branch_name: Optional label, usable as a reference.
+            prompt_name: Optional name of the prompt template used.
+            metadata: JSON-compatible node metadata (copied).
+            name: Author or tool name.
+            tool_calls: Tool calls made by an assistant message.
+            tool_call_id: The tool call a ``tool`` message answers.
+            function_call: Legacy OpenAI function call.
+            timestamp: Creation time (timezone-aware); now when ``None``.
+
+        Returns:
+            The new node.
+
+        Raises:
+            FormatError: invalid message fields, metadata or timestamp.
+            TreeOperationError: ``node_id`` already exists or is not a usable id.
+            NodeNotFoundError: ``parent_id`` names no node.
+        """
+        parent = self._cursor if parent_id is None else self._resolve(parent_id)
+        node = self._new_node(
+            role,
+            content,
+            node_id=node_id,
+            branch_name=branch_name,
+            prompt_name=prompt_name,
+            metadata=metadata,
+            name=name,
+            tool_calls=tool_calls,
+            tool_call_id=tool_call_id,
+            function_call=function_call,
+            timestamp=timestamp,
+        )
+        return self._attach(parent, node)
+
+    def add_alternative(
+        self,
+        role: str,
+        content: Any,
+        *,
+        node_id: str | None = None,
+        branch_name: str | None = None,
+        prompt_name: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        name: str | None = None,
+        tool_calls: list[dict[str, Any]] | None = None,
+        tool_call_id: str | None = None,
+        function_call: dict[str, Any] | None = None,
+        timestamp: datetime | None = None,
+    ) -> ConversationNode:
+        """Add a sibling of the cursor node (a regenerated reply) and move the cursor to it.
+
+        Takes the same keyword arguments as :meth:`add_message`, but no parent.
+
+        Raises:
+            TreeOperationError: if the cursor is on the root, which has no siblings.
+        """
+        if self._cursor.parent is None:
+            raise TreeOperationError(
+                f"the cursor is on the root {self.current_node_id!r}, which has no siblings; "
+                "use add_message to add a child"
+            )
+        node = self._new_node(
+            role,
+            content,
+            node_id=node_id,
+            branch_name=branch_name,
+            prompt_name=prompt_name,
+            metadata=metadata,
+            name=name,
+            tool_calls=tool_calls,
+            tool_call_id=tool_call_id,
+            function_call=function_call,
+            timestamp=timestamp,
+        )
+        return self._attach(self._cursor.parent, node)
+
+    def edit_message(
+        self,
+        ref: NodeRef,
+        content: Any,
+        *,
+        role: str | None = None,
+        name: str | None = None,
+        node_id: str | None = None,
+        branch_name: str | None = None,
+        prompt_name: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        tool_calls: list[dict[str, Any]] | None = None,
+        tool_call_id: str | None = None,
+        function_call: dict[str, Any] | None = None,
+        timestamp: datetime | None = None,
+    ) -> ConversationNode:
+        """Edit a message: add a sibling of ``ref`` with new content; move the cursor to it.
+
+        The original stays in the tree as an alternative. The edit keeps the
+        original's ``role`` and ``name`` unless given; other fields start fresh.
+
+        Raises:
+            TreeOperationError: if ``ref`` is the root.
+        """
+        target = self._resolve(ref)
+        original: ConversationNode = target.data
+        if target.parent is None or original.message is None:
+            raise TreeOperationError(
+                f"cannot edit the root {original.node_id!r}: it has no siblings"
+            )
+        node = self._new_node(
+            original.message.role if role is None else role,
+            content,
+            node_id=node_id,
+            branch_name=branch_name,
+            prompt_name=prompt_name,
+            metadata=metadata,
+            name=original.message.name if name is None else name,
+            tool_calls=tool_calls,
+            tool_call_id=tool_call_id,
+            function_call=function_call,
+            timestamp=timestamp,
+        )
+        return self._attach(target.parent, node)
+
+    # -------------------------------------------------------------- navigating
+
+    def switch_to(self, ref: NodeRef) -> ConversationNode:
+        """Move the cursor to ``ref`` (an id, a unique id prefix, or a branch name)."""
+        self._cursor = self._resolve(ref)
+        self._touch()
+        return self.current_node
+
+    def get_node(self, ref: NodeRef) -> ConversationNode:
+        """The node ``ref`` names.
+
+        Raises:
+            NodeNotFoundError: no node matches.
+            AmbiguousReferenceError: a prefix or branch name matches several nodes.
+        """
+        node: ConversationNode = self._resolve(ref).data
+        return node
+
+    def parent(self, ref: NodeRef | None = None) -> ConversationNode | None:
+        """The parent of ``ref`` (default: the cursor); ``None`` for the root."""
+        tree = self._cursor if ref is None else self._resolve(ref)
+        return None if tree.parent is None else tree.parent.data
+
+    def children(self, ref: NodeRef | None = None) -> list[ConversationNode]:
+        """The children of ``ref`` (default: the cursor), in sibling order."""
+        tree = self._cursor if ref is None else self._resolve(ref)
+        return [child.data for child in tree.children or ()]
+
+    def siblings(self, ref: NodeRef | None = None) -> list[ConversationNode]:
+        """The other children of ``ref``'s parent (default: the cursor's), in order.
+
+        ``ref`` itself is not included; the root has none.
+        """
+        tree = self._cursor if ref is None else self._resolve(ref)
+        if tree.parent is None:
+            return []
+        return [child.data for child in tree.parent.children if child is not tree]
+
+    def leaves(self) -> list[ConversationNode]:
+        """Every node without children, in depth-first sibling order."""
+        return [tree.data for tree in _preorder(self._root) if not tree.children]
+
+    def nodes(self) -> Iterator[ConversationNode]:
+        """Iterate over every node, depth-first in sibling order, the root first."""
+        return (tree.data for tree in _preorder(self._root))
+
+    def get_path(self, ref: NodeRef | None = None) -> list[ConversationNode]:
+        """The nodes from the root to ``ref`` (default: the cursor), both included."""
+        tree = self._cursor if ref is None else self._resolve(ref)
+        return [t.data for t in tree.get_path()]
+
+    def get_current_messages(self) -> list[Message]:
+        """The messages on the path from the root to the cursor: what to send to a model.
+
+        A message-less root contributes nothing.
+        """
+        return [t.data.message for t in self._cursor.get_path() if t.data.message is not None]
+
+    def depth(self, ref: NodeRef | None = None) -> int:
+        """Number of edges from the root to ``ref`` (default: the cursor)."""
+        tree = self._cursor if ref is None else self._resolve(ref)
+        return len(tree.get_path()) - 1
+
+    # ---------------------------------------------------------------- changing
+
+    def prune(self, ref: NodeRef) -> int:
+        """Remove ``ref`` and everything below it; return how many nodes were removed.
+
+        A cursor inside the removed subtree moves to the pruned node's parent.
+        Removed ids are never reused: generated ids are random, and an explicit
+        id is checked only against the nodes present.
+
+        Raises:
+            TreeOperationError: if ``ref`` is the root.
+        """
+        tree = self._resolve(ref)
+        parent = tree.parent
+        if parent is None:
+            raise TreeOperationError(f"cannot prune the root {tree.data.node_id!r}")
+        cursor = self._cursor
+        while cursor is not None and cursor is not tree:
+            cursor = cursor.parent
+        removed = 0
+        for sub in _preorder(tree):
+            del self._index[sub.data.node_id]
+            removed += 1
+        tree.prune()
+        if cursor is tree:
+            self._cursor = parent
+        self._lookup = None
+        self._touch()
+        return removed
+
+    def fork(
+        self, ref: NodeRef | None = None, conversation_id: str | None = None
+    ) -> ConversationState:
+        """A new conversation holding the path from the root to ``ref`` (default: the cursor).
+
+        Node ids, messages, timestamps and metadata are copied unchanged; the
+        cursor of the fork is on ``ref``. The fork's metadata is a copy of this
+        conversation's with ``forked_from = {"conversation_id", "node_id"}``.
+        """
+        tree = self._cursor if ref is None else self._resolve(ref)
+        fork = ConversationState(conversation_id, self._metadata)
+        fork._metadata["forked_from"] = {
+            "conversation_id": self.conversation_id,
+            "node_id": tree.data.node_id,
+        }
+        path = tree.get_path()
+        root = _copy_node(path[0].data)
+        fork._root = Tree(root)
+        fork._index = {root.node_id: fork._root}
+        parent = fork._root
+        for t in path[1:]:
+            node = _copy_node(t.data)
+            parent = Tree(node, parent)
+            fork._index[node.node_id] = parent
+        fork._cursor = parent
+        return fork
+
+    # ------------------------------------------------------------- serializing
+
+    def to_dict(self) -> dict[str, Any]:
+        """The conversation as a new JSON-compatible document (schema 2.0.0).
+
+        Nodes are listed depth-first, the root first; each parent's edges are in
+        sibling order. The result shares nothing mutable with the state.
+
+        Raises:
+            FormatError: if metadata added since holds a value JSON cannot
+                represent (a datetime, a set, ...), naming its path.
+        """
+        nodes: list[dict[str, Any]] = []
+        edges: list[list[str]] = []
+        stack = [self._root]
+        pop, push = stack.pop, stack.extend
+        while stack:
+            tree = pop()
+            node = tree.data
+            nodes.append(node.to_dict())
+            kids = tree.children
+            if kids:
+                parent_id = node.node_id
+                edges.extend([parent_id, kid.data.node_id] for kid in kids)
+                push(reversed(kids))
+        doc: dict[str, Any] = {
+            "schema_version": self._schema_label,
+            "conversation_id": self.conversation_id,
+            "nodes": nodes,
+            "edges": edges,
+            "current_node_id": self.current_node_id,
+            "metadata": copy_json(self._metadata, "metadata"),
+            "created_at": self.created_at.isoformat(),
+            "updated_at": self.updated_at.isoformat(),
+        }
+        if self._extra:
+            for key, value in self._extra.items():
+                doc.setdefault(key, copy_json(value, key))
+        return doc
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any]) -> ConversationState:
+        """Load a document of any known version (migrating it; ``doc`` is not changed).
+
+        Raises:
+            FormatError: the document is invalid; the message names the JSON
+                path and node id.
+            SchemaVersionError: its version is newer than this library reads, or unknown.
+        """
+        parsed = parse_document(upgrade_document(doc))
+        state = cls.__new__(cls)
+        state.conversation_id = parsed.conversation_id
+        state._metadata = parsed.metadata
+        state.created_at = parsed.created_at
+        state.updated_at = parsed.updated_at
+        state._extra = parsed.extra
+        label = parse_schema_version(parsed.schema_version)
+        state._schema_label = parsed.schema_version if label > _CURRENT else CURRENT_SCHEMA_VERSION
+        nodes, children = parsed.nodes, parsed.children
+        root = Tree(nodes[parsed.root_id])
+        index = {parsed.root_id: root}
+        stack = [parsed.root_id]
+        while stack:
+            parent_id = stack.pop()
+            kids = children.get(parent_id)
+            if kids:
+                parent = index[parent_id]
+                for kid in kids:
+                    index[kid] = Tree(nodes[kid], parent)
+                stack.extend(kids)
+        state._root = root
+        state._index = index
+        state._cursor = index[parsed.current_node_id]
+        state._lookup = None
+        return state
+
+    def to_json(self, *, indent: int | None = None) -> str:
+        """The document as JSON text (UTF-8 characters kept; NaN/Infinity as Python writes them)."""
+        return json.dumps(self.to_dict(), ensure_ascii=False, indent=indent)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> ConversationState:
+        """Load a document from JSON text.
+
+        Raises:
+            FormatError: the text is not JSON (with line and column), or the
+                document is invalid.
+        """
+        try:
+            doc = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise FormatError(
+                f"not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
+            ) from None
+        except (TypeError, UnicodeDecodeError) as exc:
+            raise FormatError(f"not valid JSON text: {exc}") from None
+        return cls.from_dict(doc)
+
+    # ---------------------------------------------------------------- internal
+
+    def _touch(self, when: datetime | None = None) -> None:
+        self.updated_at = _now() if when is None else when
+
+    def _attach(self, parent: Tree, node: ConversationNode) -> ConversationNode:
+        tree = Tree(node, parent)
+        self._index[node.node_id] = tree
+        self._cursor = tree
+        self._lookup = None
+        self._touch(node.timestamp if node.timestamp > self.updated_at else None)
+        return node
+
+    def _new_node(
+        self,
+        role: str,
+        content: Any,
+        *,
+        node_id: str | None,
+        branch_name: str | None,
+        prompt_name: str | None,
+        metadata: Mapping[str, Any] | None,
+        name: str | None,
+        tool_calls: list[dict[str, Any]] | None,
+        tool_call_id: str | None,
+        function_call: dict[str, Any] | None,
+        timestamp: datetime | None,
+    ) -> ConversationNode:
+        fields: dict[str, Any] = {"role": role, "content": content}
+        if name is not None:
+            fields["name"] = name
+        if tool_calls is not None:
+            fields["tool_calls"] = tool_calls
+        if tool_call_id is not None:
+            fields["tool_call_id"] = tool_call_id
+        if function_call is not None:
+            fields["function_call"] = function_call
+        try:
+            message = Message.model_validate(fields)
+        except ValidationError as exc:
+            raise format_error_from_validation(exc, what="message") from None
+        if node_id is None:
+            node_id = new_node_id()
+            while node_id in self._index:  # pragma: no cover - 1 in 2**48
+                node_id = new_node_id()
+        else:
+            _check_new_node_id(node_id, self._index)
+        for label, value in (("branch_name", branch_name), ("prompt_name", prompt_name)):
+            if value is not None and not isinstance(value, str):
+                raise FormatError(f"{label} must be a string, got {type(value).__name__}", path=label)
+        if timestamp is None:
+            timestamp = _now()
+        elif not isinstance(timestamp, datetime) or timestamp.utcoffset() is None:
+            raise FormatError("timestamp must be a timezone-aware datetime", path="timestamp")
+        return ConversationNode(
+            node_id,
+            message,
+            timestamp,
+            branch_name=branch_name,
+            prompt_name=prompt_name,
+            metadata=None if metadata is None else _check_metadata(metadata),
+        )
+
+    def _resolve(self, ref: NodeRef) -> Tree:
+        if isinstance(ref, ConversationNode):
+            tree = self._index.get(ref.node_id)
+            if tree is None or tree.data is not ref:
+                raise NodeNotFoundError(
+                    f"node {ref.node_id!r} is not in conversation {self.conversation_id!r}",
+                    ref=ref.node_id,
+                )
+            return tree
+        if not isinstance(ref, str):
+            raise NodeNotFoundError(
+                f"a node reference is an id, id prefix, branch name or ConversationNode, "
+                f"got {type(ref).__name__}",
+                ref=ref,
+            )
+        tree = self._index.get(ref)
+        if tree is not None:
+            return tree
+        if not ref:
+            raise NodeNotFoundError(
+                f"no node with the empty id in conversation {self.conversation_id!r}", ref=ref
+            )
+        if self._lookup is None:
+            branches: dict[str, list[str]] = {}
+            for node in self.nodes():
+                if node.branch_name is not None:
+                    branches.setdefault(node.branch_name, []).append(node.node_id)
+            self._lookup = (sorted(self._index), branches)
+        sorted_ids, branches = self._lookup
+        named = branches.get(ref)
+        if named is not None:
+            if len(named) > 1:
+                raise AmbiguousReferenceError(
+                    f"branch name {ref!r} is on {len(named)} nodes ({_show(named)}); "
+                    "use a node id",
+                    ref=ref,
+                    candidates=named,
+                )
+            return self._index[named[0]]
+        i = bisect_left(sorted_ids, ref)
+        matches: list[str] = []
+        while i < len(sorted_ids) and sorted_ids[i].startswith(ref) and len(matches) < 6:
+            matches.append(sorted_ids[i])
+            i += 1
+        if len(matches) == 1:
+            return self._index[matches[0]]
+        if matches:
+            raise AmbiguousReferenceError(
+                f"id prefix {ref!r} matches several nodes ({_show(matches)}); give more characters",
+                ref=ref,
+                candidates=matches,
+            )
+        raise NodeNotFoundError(
+            f"no node with id, id prefix or branch name {ref!r} "
+            f"in conversation {self.conversation_id!r}",
+            ref=ref,
+        )
+
+
+def _preorder(top: Tree) -> Iterator[Tree]:
+    """Depth-first, sibling order, without recursion."""
+    stack = [top]
+    while stack:
+        tree = stack.pop()
+        yield tree
+        kids = tree.children
+        if kids:
+            stack.extend(reversed(kids))
+
+
+def _count_leaves(top: Tree) -> int:
+    return sum(1 for tree in _preorder(top) if not tree.children)
+
+
+def _show(ids: list[str]) -> str:
+    shown = ", ".join(repr(i) for i in ids[:5])
+    return shown + (", ..." if len(ids) > 5 else "")
+
+
+def _copy_node(node: ConversationNode) -> ConversationNode:
+    return ConversationNode(
+        node.node_id,
+        None if node.message is None else node.message.model_copy(deep=True),
+        node.timestamp,
+        branch_name=node.branch_name,
+        prompt_name=node.prompt_name,
+        metadata=copy_json(node.metadata, "metadata"),
+        extra=copy_json(node.extra, "extra") if node.extra else None,
+    )
+
+
+def _check_conversation_id(value: object) -> str:
+    if not isinstance(value, str) or not value:
+        raise FormatError(
+            f"conversation_id must be a non-empty string, got {value!r}", path="conversation_id"
+        )
+    return value
+
+
+def _check_metadata(value: object) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise FormatError(f"metadata must be a mapping, got {type(value).__name__}", path="metadata")
+    copied: dict[str, Any] = copy_json(dict(value), "metadata")
+    return copied
+
+
+def _check_new_node_id(node_id: object, index: Mapping[str, Tree]) -> None:
+    if not isinstance(node_id, str) or not node_id:
+        raise TreeOperationError(f"node_id must be a non-empty string, got {node_id!r}")
+    if len(node_id) > _MAX_NODE_ID_LENGTH:
+        raise TreeOperationError(
+            f"node_id is {len(node_id)} characters long; at most {_MAX_NODE_ID_LENGTH}"
+        )
+    if not node_id.isprintable() or node_id != node_id.strip():
+        raise TreeOperationError(
+            f"node_id {node_id!r} has control characters or surrounding whitespace"
+        )
+    if node_id in index:
+        raise TreeOperationError(f"a node with id {node_id!r} already exists")
