@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from pydantic import ValidationError
@@ -58,30 +59,50 @@ def format_error_from_validation(
     exc: ValidationError,
     *,
     what: str,
-    prefix: str = "",
-    node_id_at: Any = None,
+    data: Any,
+    node_id_at: Callable[[tuple[int | str, ...]], str | None] | None = None,
 ) -> FormatError:
-    """Turn a pydantic ValidationError into a FormatError naming path and node.
+    """Turn a pydantic ValidationError into one FormatError naming path and node.
+
+    The most specific problem (the deepest path) is reported; alternatives of a
+    union at the same path are joined ("a valid string, or a valid list").
 
     Args:
         exc: The validation error.
         what: What was being validated ("conversation document", "message").
-        prefix: Path prefix for the locations.
-        node_id_at: Optional callable mapping a location tuple to the node id it
-            falls in (or None).
+        data: The input that was validated, to tell keys from union member tags.
+        node_id_at: Optional callable mapping a location to the node id it falls in.
     """
-    errors = exc.errors(include_url=False)
-    first = errors[0]
-    loc = tuple(part for part in first["loc"] if not _is_union_tag(part))
-    path = json_path(loc, prefix)
+    problems = [(_real_loc(data, err["loc"]), err["msg"]) for err in exc.errors(include_url=False)]
+    deepest = max(len(loc) for loc, _ in problems)
+    loc = next(loc for loc, _ in problems if len(loc) == deepest)
+    messages = list(dict.fromkeys(msg for where, msg in problems if where == loc))
+    text = messages[0] + "".join(f", or {m[0].lower()}{m[1:]}" for m in messages[1:])
+    others = len({where for where, _ in problems} - {loc})
+    if others:
+        text += f" (and {others} more problem(s))"
     node_id = node_id_at(loc) if node_id_at is not None else None
-    extra = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
-    return FormatError(f"invalid {what}: {first['msg']}{extra}", path=path, node_id=node_id)
+    return FormatError(f"invalid {what}: {text}", path=json_path(loc), node_id=node_id)
 
 
-def _is_union_tag(part: int | str) -> bool:
-    # pydantic inserts the union member's name ("str", "list[...]") into locations
-    return isinstance(part, str) and (
-        part in {"str", "int", "float", "bool", "none", "function-after", "function-wrap"}
-        or "[" in part
-    )
+def _real_loc(data: Any, loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
+    """Drop the union-member tags pydantic puts into locations, keeping real keys."""
+    out: list[int | str] = []
+    current = data
+    for part in loc:
+        if isinstance(current, Mapping) and isinstance(part, str):
+            if part in current:
+                current = current[part]
+            else:
+                current = _MISSING  # a missing field: keep its name, stop descending
+            out.append(part)
+        elif isinstance(current, (list, tuple)) and isinstance(part, int):
+            current = current[part] if 0 <= part < len(current) else _MISSING
+            out.append(part)
+        elif current is _MISSING:
+            out.append(part)
+        # else: a union member tag such as "str" or "list[...]": skip it
+    return tuple(out)
+
+
+_MISSING = object()

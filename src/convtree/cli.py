@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from .errors import ConvtreeError
+from .format import document_json_schema
 from .render import render_tree
 from .state import ConversationState
 
@@ -51,6 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--json", action="store_true", help="print the document instead")
     show = sub.add_parser("show", help="show the tree of a conversation document (any version)")
     show.add_argument("path", type=Path, help="a JSON document, '-' for standard input")
+    sub.add_parser("schema", help="print the JSON Schema of the current document format")
     args = parser.parse_args(argv)
     try:
         if args.command == "demo":
@@ -63,6 +66,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"{len(state)} nodes, {len(state.leaves())} branches; active path:")
                 for message in state.get_current_messages():
                     print(f"  {message.role}: {message.text}")
+            return 0
+        if args.command == "schema":
+            print(json.dumps(document_json_schema(), indent=2, ensure_ascii=False))
             return 0
         text = sys.stdin.read() if str(args.path) == "-" else args.path.read_text("utf-8")
         print(render_tree(ConversationState.from_json(text)))

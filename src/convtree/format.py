@@ -23,9 +23,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue, ValidationError
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, JsonValue, ValidationError
 
 from ._json import format_error_from_validation
 from .errors import FormatError
@@ -47,14 +47,29 @@ CURRENT_SCHEMA_VERSION = "2.0.0"
 SCHEMA_ID = "https://convtree.dev/schema/2.0.0/conversation.json"
 
 
+def _iso_text(value: Any) -> Any:
+    # pydantic's lax mode would read a number as a Unix time; a document holds text.
+    if isinstance(value, (int, float)):
+        raise ValueError("a timestamp is ISO 8601 text with an offset, not a number")
+    return value
+
+
+Timestamp = Annotated[AwareDatetime, BeforeValidator(_iso_text)]
+"""ISO 8601 text with a UTC offset (``2025-03-01T12:00:00+00:00``)."""
+
+
 class NodeRecord(BaseModel):
     """A node as stored in a document."""
 
-    model_config = ConfigDict(extra="allow", title="Node")
+    model_config = ConfigDict(
+        extra="allow",
+        title="Node",
+        json_schema_extra={"description": "One node: a message and what is known about it."},
+    )
 
     node_id: str = Field(description="Opaque id, unique in the conversation.")
     message: Message | None = Field(description="The message; null only for a message-less root.")
-    timestamp: AwareDatetime = Field(description="Creation time, ISO 8601 with an offset.")
+    timestamp: Timestamp = Field(description="Creation time, ISO 8601 with an offset.")
     branch_name: str | None = Field(default=None, description="Optional branch label.")
     prompt_name: str | None = Field(default=None, description="Optional prompt template name.")
     metadata: dict[str, JsonValue] = Field(default_factory=dict, description="Free metadata.")
@@ -63,7 +78,13 @@ class NodeRecord(BaseModel):
 class ConversationDocument(BaseModel):
     """A whole conversation as stored: nodes, edges in sibling order, cursor, metadata."""
 
-    model_config = ConfigDict(extra="allow", title="ConversationDocument")
+    model_config = ConfigDict(
+        extra="allow",
+        title="ConversationDocument",
+        json_schema_extra={
+            "description": "A conversation tree: nodes, edges in sibling order, cursor, metadata."
+        },
+    )
 
     schema_version: str = Field(
         pattern=r"^2\.[0-9]+\.[0-9]+$", description="Format version (2.x.y)."
@@ -75,8 +96,8 @@ class ConversationDocument(BaseModel):
     )
     current_node_id: str = Field(description="The cursor: id of the active node.")
     metadata: dict[str, JsonValue] = Field(default_factory=dict)
-    created_at: AwareDatetime
-    updated_at: AwareDatetime
+    created_at: Timestamp
+    updated_at: Timestamp
 
 
 def document_json_schema() -> dict[str, Any]:
@@ -122,7 +143,10 @@ def parse_document(doc: Mapping[str, Any]) -> ParsedDocument:
         model = ConversationDocument.model_validate(doc)
     except ValidationError as exc:
         raise format_error_from_validation(
-            exc, what="conversation document", node_id_at=lambda loc: _node_id_at(doc, loc)
+            exc,
+            what="conversation document",
+            data=doc,
+            node_id_at=lambda loc: _node_id_at(doc, loc),
         ) from None
 
     nodes: dict[str, ConversationNode] = {}
@@ -243,3 +267,4 @@ def _node_id_at(doc: Mapping[str, Any], loc: tuple[int | str, ...]) -> str | Non
                 if isinstance(node_id, str):
                     return node_id
     return None
+

@@ -28,7 +28,11 @@ class Message(BaseModel):
         {'role': 'user', 'content': 'Hello'}
     """
 
-    model_config = ConfigDict(extra="allow", validate_assignment=True)
+    model_config = ConfigDict(
+        extra="allow",
+        validate_assignment=True,
+        json_schema_extra={"description": "An LLM message; unknown provider fields are kept."},
+    )
 
     role: str = Field(min_length=1, description="system, user, assistant, tool, ...")
     content: str | list[ContentPart] | None = Field(
@@ -79,7 +83,7 @@ class Message(BaseModel):
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
-            raise format_error_from_validation(exc, what="message") from None
+            raise format_error_from_validation(exc, what="message", data=data) from None
 
     @property
     def text(self) -> str:

@@ -575,7 +575,7 @@ class ConversationState:
         try:
             message = Message.model_validate(fields)
         except ValidationError as exc:
-            raise format_error_from_validation(exc, what="message") from None
+            raise format_error_from_validation(exc, what="message", data=fields) from None
         if node_id is None:
             node_id = new_node_id()
             while node_id in self._index:  # pragma: no cover - 1 in 2**48
