@@ -73,7 +73,10 @@ def format_error_from_validation(
         data: The input that was validated, to tell keys from union member tags.
         node_id_at: Optional callable mapping a location to the node id it falls in.
     """
-    problems = [(_real_loc(data, err["loc"]), err["msg"]) for err in exc.errors(include_url=False)]
+    problems = [
+        (_real_loc(data, err["loc"], err["type"] == "missing"), err["msg"])
+        for err in exc.errors(include_url=False)
+    ]
     deepest = max(len(loc) for loc, _ in problems)
     loc = next(loc for loc, _ in problems if len(loc) == deepest)
     messages = list(dict.fromkeys(msg for where, msg in problems if where == loc))
@@ -85,24 +88,26 @@ def format_error_from_validation(
     return FormatError(f"invalid {what}: {text}", path=json_path(loc), node_id=node_id)
 
 
-def _real_loc(data: Any, loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
-    """Drop the union-member tags pydantic puts into locations, keeping real keys."""
+def _real_loc(data: Any, loc: tuple[int | str, ...], missing: bool) -> tuple[int | str, ...]:
+    """Drop the union-member tags pydantic puts into locations, keeping real keys.
+
+    A part is real when it indexes the data; the last part of a "missing"
+    error names the absent field or item. Any other part is a tag such as
+    ``str`` or ``list[...]``.
+    """
     out: list[int | str] = []
     current = data
-    for part in loc:
-        if isinstance(current, Mapping) and isinstance(part, str):
-            if part in current:
-                current = current[part]
-            else:
-                current = _MISSING  # a missing field: keep its name, stop descending
-            out.append(part)
-        elif isinstance(current, (list, tuple)) and isinstance(part, int):
-            current = current[part] if 0 <= part < len(current) else _MISSING
-            out.append(part)
-        elif current is _MISSING:
-            out.append(part)
-        # else: a union member tag such as "str" or "list[...]": skip it
+    last = len(loc) - 1
+    for i, part in enumerate(loc):
+        if isinstance(current, Mapping) and isinstance(part, str) and part in current:
+            current = current[part]
+        elif (
+            isinstance(current, (list, tuple))
+            and isinstance(part, int)
+            and 0 <= part < len(current)
+        ):
+            current = current[part]
+        elif not (missing and i == last):
+            continue
+        out.append(part)
     return tuple(out)
-
-
-_MISSING = object()

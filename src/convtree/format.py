@@ -177,6 +177,10 @@ def parse_document(doc: Mapping[str, Any]) -> ParsedDocument:
             raise FormatError("edge from an unknown node", path=f"edges[{j}][0]", node_id=parent_id)
         if child_id not in index_of:
             raise FormatError("edge to an unknown node", path=f"edges[{j}][1]", node_id=child_id)
+        if parent_id == child_id:
+            raise FormatError(
+                "edge from a node to itself (a cycle)", path=f"edges[{j}]", node_id=child_id
+            )
         if child_id in parent_edge:
             k = parent_edge[child_id]
             first_parent = model.edges[k][0]
@@ -186,8 +190,6 @@ def parse_document(doc: Mapping[str, Any]) -> ParsedDocument:
                 path=f"edges[{j}]",
                 node_id=child_id,
             )
-        if parent_id == child_id:
-            raise FormatError("edge from a node to itself (a cycle)", path=f"edges[{j}]", node_id=child_id)
         parent_edge[child_id] = j
         children.setdefault(parent_id, []).append(child_id)
 
