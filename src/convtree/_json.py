@@ -2,16 +2,37 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import gc
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 from pydantic import ValidationError
 
 from .errors import FormatError
 
-__all__ = ["copy_json", "format_error_from_validation", "json_path"]
+__all__ = ["copy_json", "format_error_from_validation", "gc_paused", "json_path"]
 
 _SCALARS = (str, int, float, bool, type(None))
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while building many small objects.
+
+    Building a document or a tree allocates tens of thousands of containers;
+    each allocation burst would otherwise trigger collections that walk every
+    live object, which made loading a 10k-node conversation ~3x slower. Nothing
+    built here forms reference cycles that need the collector. The previous
+    state is restored (a caller that disabled gc keeps it disabled).
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def copy_json(value: Any, path: str) -> Any:

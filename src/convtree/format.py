@@ -25,7 +25,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, JsonValue, ValidationError
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    JsonValue,
+    ValidationError,
+    with_config,
+)
+from typing_extensions import NotRequired, TypedDict
 
 from ._json import format_error_from_validation
 from .errors import FormatError
@@ -58,21 +68,29 @@ Timestamp = Annotated[AwareDatetime, BeforeValidator(_iso_text)]
 """ISO 8601 text with a UTC offset (``2025-03-01T12:00:00+00:00``)."""
 
 
-class NodeRecord(BaseModel):
-    """A node as stored in a document."""
-
-    model_config = ConfigDict(
+@with_config(
+    ConfigDict(
         extra="allow",
         title="Node",
         json_schema_extra={"description": "One node: a message and what is known about it."},
     )
+)
+class NodeRecord(TypedDict):
+    """A node as stored in a document (validated into a plain dict, which is fast)."""
 
-    node_id: str = Field(description="Opaque id, unique in the conversation.")
-    message: Message | None = Field(description="The message; null only for a message-less root.")
-    timestamp: Timestamp = Field(description="Creation time, ISO 8601 with an offset.")
-    branch_name: str | None = Field(default=None, description="Optional branch label.")
-    prompt_name: str | None = Field(default=None, description="Optional prompt template name.")
-    metadata: dict[str, JsonValue] = Field(default_factory=dict, description="Free metadata.")
+    node_id: Annotated[str, Field(description="Opaque id, unique in the conversation.")]
+    message: Annotated[
+        Message | None, Field(description="The message; null only for a message-less root.")
+    ]
+    timestamp: Annotated[Timestamp, Field(description="Creation time, ISO 8601 with an offset.")]
+    branch_name: NotRequired[Annotated[str | None, Field(description="Optional branch label.")]]
+    prompt_name: NotRequired[
+        Annotated[str | None, Field(description="Optional prompt template name.")]
+    ]
+    metadata: NotRequired[Annotated[dict[str, JsonValue], Field(description="Free metadata.")]]
+
+
+_NODE_FIELDS = frozenset(NodeRecord.__annotations__)
 
 
 class ConversationDocument(BaseModel):
@@ -152,7 +170,7 @@ def parse_document(doc: Mapping[str, Any]) -> ParsedDocument:
     nodes: dict[str, ConversationNode] = {}
     index_of: dict[str, int] = {}
     for i, rec in enumerate(model.nodes):
-        node_id = rec.node_id
+        node_id = rec["node_id"]
         if node_id in index_of:
             raise FormatError(
                 f"duplicate node id (first at nodes[{index_of[node_id]}])",
@@ -160,14 +178,17 @@ def parse_document(doc: Mapping[str, Any]) -> ParsedDocument:
                 node_id=node_id,
             )
         index_of[node_id] = i
+        extra = None
+        if len(rec) > 3 and not _NODE_FIELDS.issuperset(rec):
+            extra = {k: v for k, v in rec.items() if k not in _NODE_FIELDS}
         nodes[node_id] = ConversationNode(
             node_id,
-            rec.message,
-            rec.timestamp,
-            branch_name=rec.branch_name,
-            prompt_name=rec.prompt_name,
-            metadata=rec.metadata,
-            extra=rec.__pydantic_extra__ or None,
+            rec["message"],
+            rec["timestamp"],
+            branch_name=rec.get("branch_name"),
+            prompt_name=rec.get("prompt_name"),
+            metadata=rec.get("metadata"),
+            extra=extra,
         )
 
     children: dict[str, list[str]] = {}

@@ -12,9 +12,9 @@ from typing import Any
 from dataknobs_structures import Tree
 from pydantic import ValidationError
 
-from ._json import copy_json, format_error_from_validation
+from ._json import copy_json, format_error_from_validation, gc_paused
 from .errors import AmbiguousReferenceError, FormatError, NodeNotFoundError, TreeOperationError
-from .format import CURRENT_SCHEMA_VERSION, parse_document
+from .format import CURRENT_SCHEMA_VERSION, ParsedDocument, parse_document
 from .message import Message
 from .migrations import parse_schema_version, upgrade_document
 from .node import ConversationNode, new_node_id
@@ -430,10 +430,11 @@ class ConversationState:
         fork._root = Tree(root)
         fork._index = {root.node_id: fork._root}
         parent = fork._root
-        for t in path[1:]:
-            node = _copy_node(t.data)
-            parent = Tree(node, parent)
-            fork._index[node.node_id] = parent
+        with gc_paused():
+            for t in path[1:]:
+                node = _copy_node(t.data)
+                parent = Tree(node, parent)
+                fork._index[node.node_id] = parent
         fork._cursor = parent
         return fork
 
@@ -453,15 +454,16 @@ class ConversationState:
         edges: list[list[str]] = []
         stack = [self._root]
         pop, push = stack.pop, stack.extend
-        while stack:
-            tree = pop()
-            node = tree.data
-            nodes.append(node.to_dict())
-            kids = tree.children
-            if kids:
-                parent_id = node.node_id
-                edges.extend([parent_id, kid.data.node_id] for kid in kids)
-                push(reversed(kids))
+        with gc_paused():
+            while stack:
+                tree = pop()
+                node = tree.data
+                nodes.append(node.to_dict())
+                kids = tree.children
+                if kids:
+                    parent_id = node.node_id
+                    edges.extend([parent_id, kid.data.node_id] for kid in kids)
+                    push(reversed(kids))
         doc: dict[str, Any] = {
             "schema_version": self._schema_label,
             "conversation_id": self.conversation_id,
@@ -486,7 +488,9 @@ class ConversationState:
                 path and node id.
             SchemaVersionError: its version is newer than this library reads, or unknown.
         """
-        parsed = parse_document(upgrade_document(doc))
+        with gc_paused():
+            parsed = parse_document(upgrade_document(doc))
+            root, index = _build_tree(parsed)
         state = cls.__new__(cls)
         state.conversation_id = parsed.conversation_id
         state._metadata = parsed.metadata
@@ -495,18 +499,6 @@ class ConversationState:
         state._extra = parsed.extra
         label = parse_schema_version(parsed.schema_version)
         state._schema_label = parsed.schema_version if label > _CURRENT else CURRENT_SCHEMA_VERSION
-        nodes, children = parsed.nodes, parsed.children
-        root = Tree(nodes[parsed.root_id])
-        index = {parsed.root_id: root}
-        stack = [parsed.root_id]
-        while stack:
-            parent_id = stack.pop()
-            kids = children.get(parent_id)
-            if kids:
-                parent = index[parent_id]
-                for kid in kids:
-                    index[kid] = Tree(nodes[kid], parent)
-                stack.extend(kids)
         state._root = root
         state._index = index
         state._cursor = index[parsed.current_node_id]
@@ -526,7 +518,8 @@ class ConversationState:
                 document is invalid.
         """
         try:
-            doc = json.loads(text)
+            with gc_paused():
+                doc = json.loads(text)
         except json.JSONDecodeError as exc:
             raise FormatError(
                 f"not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
@@ -657,6 +650,22 @@ class ConversationState:
         )
 
 
+def _build_tree(parsed: ParsedDocument) -> tuple[Tree, dict[str, Tree]]:
+    nodes, children = parsed.nodes, parsed.children
+    root = Tree(nodes[parsed.root_id])
+    index = {parsed.root_id: root}
+    stack = [parsed.root_id]
+    while stack:
+        parent_id = stack.pop()
+        kids = children.get(parent_id)
+        if kids:
+            parent = index[parent_id]
+            for kid in kids:
+                index[kid] = Tree(nodes[kid], parent)
+            stack.extend(kids)
+    return root, index
+
+
 def _preorder(top: Tree) -> Iterator[Tree]:
     """Depth-first, sibling order, without recursion."""
     stack = [top]
@@ -680,7 +689,7 @@ def _show(ids: list[str]) -> str:
 def _copy_node(node: ConversationNode) -> ConversationNode:
     return ConversationNode(
         node.node_id,
-        None if node.message is None else node.message.model_copy(deep=True),
+        None if node.message is None else Message.model_validate(node.message.to_dict()),
         node.timestamp,
         branch_name=node.branch_name,
         prompt_name=node.prompt_name,
