@@ -43,5 +43,6 @@ def test_fork_and_prune(deep: ConversationState) -> None:
     assert len(fork) == DEPTH + 1
     first = fork.get_path()[1].node_id
     assert fork.prune(first) == DEPTH
-    assert len(fork) == 1 and fork.current_node_id == fork.root.node_id
+    assert len(fork) == 1
+    assert fork.current_node_id == fork.root.node_id
     assert len(deep) == DEPTH + 1

@@ -44,7 +44,10 @@ class TestDefect1PositionalIds:
         reloaded = ConversationState.from_dict(state.to_dict())
         reply = reloaded.add_message("assistant", "reply")
         assert reloaded.parent(reply.node_id).node_id == follow.node_id  # type: ignore[union-attr]
-        assert role_content(reloaded)[-2:] == [["user", "follow-up under a2"], ["assistant", "reply"]]
+        assert role_content(reloaded)[-2:] == [
+            ["user", "follow-up under a2"],
+            ["assistant", "reply"],
+        ]
         assert reply.node_id not in {n.node_id for n in state.nodes()}
 
     def test_edges_name_the_stored_ids(self) -> None:
@@ -68,14 +71,21 @@ class TestDefect2IdsDoNotGrowWithDepth:
 
 
 class TestDefect3NoQuadraticWork:
-    def test_the_core_never_calls_the_trees_slow_helpers(self, monkeypatch: pytest.MonkeyPatch) -> None:
+    def test_the_core_never_calls_the_trees_slow_helpers(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
         """sibnum is O(siblings); collect_terminal_nodes / as_string recurse; find_nodes scans."""
 
         def forbidden(*args: Any, **kwargs: Any) -> Any:
             raise AssertionError("slow Tree helper called")
 
         for name in (
-            "collect_terminal_nodes", "as_string", "find_nodes", "get_edges", "depth", "sibnum"
+            "collect_terminal_nodes",
+            "as_string",
+            "find_nodes",
+            "get_edges",
+            "depth",
+            "sibnum",
         ):
             slow = property(forbidden) if isinstance(vars(Tree)[name], property) else forbidden
             monkeypatch.setattr(Tree, name, slow)
@@ -129,7 +139,9 @@ class TestDefect6Cursor:
 
     @pytest.mark.parametrize("ref", ["-1", " 0 ", "00.01", "0.00", "+0"])
     def test_non_canonical_ids_do_not_resolve(self, ref: str) -> None:
-        state = ConversationState.from_dict(load_json(REFERENCE_DOCS / "regenerated" / "v1.1.0.json"))
+        state = ConversationState.from_dict(
+            load_json(REFERENCE_DOCS / "regenerated" / "v1.1.0.json")
+        )
         with pytest.raises(NodeNotFoundError):
             state.get_node(ref)
 

@@ -58,12 +58,12 @@ class TestChain:
 
     def test_two_steps_from_one_version_are_detected(self) -> None:
         chain = MigrationChain("2.0.0", [_step("0.0.0", "2.0.0"), _step("0.0.0", "1.0.0")])
-        with pytest.raises(MigrationChainError, match="two migrations start at 0.0.0"):
+        with pytest.raises(MigrationChainError, match=r"two migrations start at 0\.0\.0"):
             chain.validate()
 
     def test_a_chain_must_end_at_the_current_version(self) -> None:
         chain = MigrationChain("3.0.0", [_step("0.0.0", "2.0.0")])
-        with pytest.raises(MigrationChainError, match="ends at 2.0.0"):
+        with pytest.raises(MigrationChainError, match=r"ends at 2\.0\.0"):
             chain.validate()
 
     def test_registering_a_step(self) -> None:
@@ -84,7 +84,9 @@ class TestVersions:
     def test_parse(self, text: str | None, expected: str) -> None:
         assert parse_schema_version(text) == Version(expected)
 
-    @pytest.mark.parametrize("bad", ["", "abc", "1.0.0.0", "01.0.0", "v2.0.0", "2.0.0rc1", 2.0, ["2"]])
+    @pytest.mark.parametrize(
+        "bad", ["", "abc", "1.0.0.0", "01.0.0", "v2.0.0", "2.0.0rc1", 2.0, ["2"]]
+    )
     def test_invalid_versions(self, bad: object) -> None:
         with pytest.raises(SchemaVersionError, match="schema_version"):
             parse_schema_version(bad)
@@ -157,13 +159,18 @@ class TestSteps:
     def test_upgrading_a_current_document_is_a_copy(self) -> None:
         doc = ConversationState().to_dict()
         upgraded = upgrade_document(doc)
-        assert upgraded == doc and upgraded is not doc
+        assert upgraded == doc
+        assert upgraded is not doc
 
     def test_sibling_order_comes_from_positional_ids(self) -> None:
         doc = load_json(REFERENCE_DOCS / "regenerated" / "v1.1.0.json")
         doc["edges"].reverse()
         upgraded = upgrade_document(doc)
-        assert [e for e in upgraded["edges"] if e[0] == "0"] == [["0", "0.0"], ["0", "0.1"], ["0", "0.2"]]
+        assert [e for e in upgraded["edges"] if e[0] == "0"] == [
+            ["0", "0.0"],
+            ["0", "0.1"],
+            ["0", "0.2"],
+        ]
 
     def test_non_positional_ids_keep_their_edge_order(self) -> None:
         doc = load_json(REFERENCE_DOCS / "simple_chain" / "v1.1.0.json")

@@ -3,6 +3,7 @@ random corruptions of valid documents raise only FormatError."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 from typing import Any
@@ -22,8 +23,10 @@ JSON = st.recursive(
 )
 METADATA = st.none() | st.dictionaries(TEXT, JSON, max_size=3)
 ROLES = st.sampled_from(["system", "user", "assistant", "tool"])
-CONTENT = TEXT | st.none() | st.lists(
-    st.fixed_dictionaries({"type": st.just("text"), "text": TEXT}), max_size=2
+CONTENT = (
+    TEXT
+    | st.none()
+    | st.lists(st.fixed_dictionaries({"type": st.just("text"), "text": TEXT}), max_size=2)
 )
 
 
@@ -67,7 +70,9 @@ class Conversation(RuleBasedStateMachine):
         return data.draw(st.sampled_from(list(self.parent)))  # insertion order: replayable
 
     @rule(data=st.data(), role=ROLES, content=CONTENT, metadata=METADATA, at_cursor=st.booleans())
-    def add(self, data: st.DataObject, role: str, content: Any, metadata: Any, at_cursor: bool) -> None:
+    def add(
+        self, data: st.DataObject, role: str, content: Any, metadata: Any, at_cursor: bool
+    ) -> None:
         parent = self.cursor if at_cursor else self._any(data)
         node = self.state.add_message(
             role, content, parent_id=None if at_cursor else parent, metadata=metadata
@@ -143,7 +148,9 @@ class Conversation(RuleBasedStateMachine):
 
 TestConversation = Conversation.TestCase
 TestConversation.settings = settings(
-    max_examples=60, stateful_step_count=25, deadline=None,
+    max_examples=60,
+    stateful_step_count=25,
+    deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
 
@@ -157,8 +164,12 @@ def documents(draw: st.DrawFn) -> dict[str, Any]:
     for _ in range(draw(st.integers(0, 8))):
         nodes = list(state.nodes())
         parent = draw(st.sampled_from(nodes))
-        state.add_message(draw(ROLES), draw(CONTENT), parent_id=parent.node_id,
-                          branch_name=draw(st.none() | st.just("b")))
+        state.add_message(
+            draw(ROLES),
+            draw(CONTENT),
+            parent_id=parent.node_id,
+            branch_name=draw(st.none() | st.just("b")),
+        )
     state.switch_to(draw(st.sampled_from(list(state.nodes()))).node_id)
     return state.to_dict()
 
@@ -197,13 +208,19 @@ def corrupted(draw: st.DrawFn) -> dict[str, Any]:
             del container[path[-1]]
         elif kind == "duplicate" and isinstance(container, list):
             container.append(copy.deepcopy(container[path[-1]]))
-        elif kind == "edge" and isinstance(doc.get("edges"), list) and isinstance(doc.get("nodes"), list):
+        elif (
+            kind == "edge"
+            and isinstance(doc.get("edges"), list)
+            and isinstance(doc.get("nodes"), list)
+        ):
             ids = [n.get("node_id") for n in doc["nodes"] if isinstance(n, dict)] + ["ghost"]
             doc["edges"].append([draw(st.sampled_from(ids)), draw(st.sampled_from(ids))])
         elif kind == "version":
-            doc["schema_version"] = draw(st.sampled_from(
-                ["0.0.0", "1.0.0", "1.1.0", "1.9.0", "2.1.0", "3.0.0", "2", "x", None, 2]
-            ))
+            doc["schema_version"] = draw(
+                st.sampled_from(
+                    ["0.0.0", "1.0.0", "1.1.0", "1.9.0", "2.1.0", "3.0.0", "2", "x", None, 2]
+                )
+            )
         elif kind == "swap" and isinstance(container, list) and len(container) > 1:
             container.reverse()
     return doc
@@ -216,24 +233,26 @@ def test_corrupted_documents_raise_only_format_error(doc: dict[str, Any]) -> Non
     try:
         state = ConversationState.from_dict(doc)
     except FormatError as exc:
-        assert str(exc)
+        error: FormatError | None = exc
     else:
+        error = None
         check_tree(state)
         ConversationState.from_dict(state.to_dict())
+    assert error is None or str(error)
     assert json.dumps(doc, sort_keys=True) == json.dumps(before, sort_keys=True), "input mutated"
 
 
 @settings(max_examples=200, deadline=None)
 @given(documents(), st.data())
-def test_truncated_or_garbled_json_raises_only_format_error(doc: dict[str, Any], data: st.DataObject) -> None:
+def test_truncated_or_garbled_json_raises_only_format_error(
+    doc: dict[str, Any], data: st.DataObject
+) -> None:
     text = json.dumps(doc)
     cut = data.draw(st.integers(0, len(text) - 1))
     garbage = data.draw(st.binary(max_size=8))
     for broken in (text[:cut], text[:cut].encode() + garbage):
-        try:
+        with contextlib.suppress(FormatError):
             ConversationState.from_json(broken)
-        except FormatError:
-            pass
 
 
 @settings(max_examples=200, deadline=None)

@@ -86,17 +86,23 @@ class TestBuilding:
             role="assistant",
             content=None,
             name="bot",
-            tool_calls=[{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}],
+            tool_calls=[
+                {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+            ],
         )
         assert (node.prompt_name, node.branch_name) == ("p", "b")
         assert node.metadata == {"usage": {"total_tokens": 3}}
 
     def test_content_parts(self) -> None:
         state = ConversationState()
-        parts = [{"type": "text", "text": "look: "}, {"type": "image_url", "image_url": {"url": "x"}}]
+        parts = [
+            {"type": "text", "text": "look: "},
+            {"type": "image_url", "image_url": {"url": "x"}},
+        ]
         node = state.add_message("user", parts)
         assert node.content == parts
-        assert node.message is not None and node.message.text == "look: "
+        assert node.message is not None
+        assert node.message.text == "look: "
 
     def test_timestamps_are_aware_and_updated_at_moves(self) -> None:
         state = ConversationState()
@@ -130,7 +136,9 @@ class TestBuilding:
         assert where in str(info.value)
         assert len(state) == 1, "a failed add changes nothing"
 
-    def test_add_alternative_adds_a_sibling_of_the_cursor(self, branching: ConversationState) -> None:
+    def test_add_alternative_adds_a_sibling_of_the_cursor(
+        self, branching: ConversationState
+    ) -> None:
         branching.switch_to("a0")
         alt = branching.add_alternative("assistant", "answer 5")
         assert branching.current_node_id == alt.node_id
@@ -140,9 +148,12 @@ class TestBuilding:
         with pytest.raises(TreeOperationError, match="root"):
             ConversationState().add_alternative("user", "x")
 
-    def test_edit_message_adds_a_sibling_with_new_content(self, branching: ConversationState) -> None:
+    def test_edit_message_adds_a_sibling_with_new_content(
+        self, branching: ConversationState
+    ) -> None:
         edited = branching.edit_message("q", "better question")
-        assert edited.message is not None and edited.message.role == "user"
+        assert edited.message is not None
+        assert edited.message.role == "user"
         assert branching.parent(edited.node_id).node_id == "sys"  # type: ignore[union-attr]
         assert contents(branching.children("sys")) == ["question", "better question"]
         assert branching.get_node("q").content == "question", "the original is kept"
@@ -205,7 +216,7 @@ class TestReferences:
         state = ConversationState()
         state.add_message("user", "1", node_id="abc1")
         state.add_message("user", "2", node_id="abc2")
-        with pytest.raises(AmbiguousReferenceError, match="abc1.*abc2") as info:
+        with pytest.raises(AmbiguousReferenceError, match=r"abc1.*abc2") as info:
             state.get_node("abc")
         assert info.value.candidates == ["abc1", "abc2"]
 
@@ -223,7 +234,9 @@ class TestReferences:
         assert isinstance(info.value, KeyError)
         assert "branching" in str(info.value) or "reference" in str(info.value)
 
-    def test_a_node_of_another_conversation_is_not_accepted(self, branching: ConversationState) -> None:
+    def test_a_node_of_another_conversation_is_not_accepted(
+        self, branching: ConversationState
+    ) -> None:
         other = ConversationState()
         foreign = other.add_message("user", "x", node_id="q")
         with pytest.raises(NodeNotFoundError):
@@ -243,8 +256,13 @@ class TestReferences:
 class TestNavigating:
     def test_switch_to_moves_the_cursor(self, branching: ConversationState) -> None:
         node = branching.switch_to("a0")
-        assert branching.current_node_id == "a0" and branching.current_node is node
-        assert [m.content for m in branching.get_current_messages()] == ["sys", "question", "answer 0"]
+        assert branching.current_node_id == "a0"
+        assert branching.current_node is node
+        assert [m.content for m in branching.get_current_messages()] == [
+            "sys",
+            "question",
+            "answer 0",
+        ]
         branching.current_node_id = "first"
         assert branching.current_node_id == "a0"
 
@@ -261,12 +279,17 @@ class TestNavigating:
         ids = [n.node_id for n in branching.nodes()]
         assert ids[1:] == ["sys", "q", "a0", "a1", "q2", "a2", "a3"]
         assert [n.node_id for n in branching.get_path("a2")][1:] == ["sys", "q", "a1", "q2", "a2"]
-        assert branching.depth() == 5 and branching.depth(branching.root) == 0
-        assert "q2" in branching and "nope" not in branching
+        assert branching.depth() == 5
+        assert branching.depth(branching.root) == 0
+        assert "q2" in branching
+        assert "nope" not in branching
 
     def test_repr_is_short(self, branching: ConversationState) -> None:
         text = repr(branching)
-        assert "'branching'" in text and "8 nodes" in text and "3 leaves" in text and "'a2'" in text
+        assert "'branching'" in text
+        assert "8 nodes" in text
+        assert "3 leaves" in text
+        assert "'a2'" in text
 
 
 class TestPrune:
@@ -274,7 +297,8 @@ class TestPrune:
         branching.switch_to("a0")
         assert branching.prune("a1") == 3
         assert len(branching) == 5
-        assert "q2" not in branching and "a2" not in branching
+        assert "q2" not in branching
+        assert "a2" not in branching
         assert branching.current_node_id == "a0"
         with pytest.raises(NodeNotFoundError):
             branching.get_node("second")

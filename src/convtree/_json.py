@@ -120,15 +120,22 @@ def _real_loc(data: Any, loc: tuple[int | str, ...], missing: bool) -> tuple[int
     current = data
     last = len(loc) - 1
     for i, part in enumerate(loc):
-        if isinstance(current, Mapping) and isinstance(part, str) and part in current:
-            current = current[part]
-        elif (
-            isinstance(current, (list, tuple))
-            and isinstance(part, int)
-            and 0 <= part < len(current)
-        ):
-            current = current[part]
+        inside = _child(current, part)
+        if inside is not _ABSENT:
+            current = inside
         elif not (missing and i == last):
             continue
         out.append(part)
     return tuple(out)
+
+
+_ABSENT = object()
+
+
+def _child(container: Any, part: int | str) -> Any:
+    """``container[part]`` when ``part`` really indexes it, else ``_ABSENT``."""
+    if isinstance(container, Mapping) and isinstance(part, str):
+        return container.get(part, _ABSENT)
+    if isinstance(container, (list, tuple)) and isinstance(part, int):
+        return container[part] if 0 <= part < len(container) else _ABSENT
+    return _ABSENT

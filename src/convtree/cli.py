@@ -32,8 +32,13 @@ def build_demo() -> ConversationState:
     state.add_message(
         "assistant",
         None,
-        tool_calls=[{"id": "call_1", "type": "function",
-                     "function": {"name": "search_docs", "arguments": '{"q": "btree"}'}}],
+        tool_calls=[
+            {
+                "id": "call_1",
+                "type": "function",
+                "function": {"name": "search_docs", "arguments": '{"q": "btree"}'},
+            }
+        ],
     )
     state.add_message("tool", '{"hits": ["sortedcontainers"]}', tool_call_id="call_1")
     state.add_message("assistant", "Try sortedcontainers.SortedDict: B-tree-like behaviour.")

@@ -290,4 +290,3 @@ def _node_id_at(doc: Mapping[str, Any], loc: tuple[int | str, ...]) -> str | Non
                 if isinstance(node_id, str):
                     return node_id
     return None
-

@@ -24,8 +24,10 @@ class Message(BaseModel):
     ``audio``, ...) are kept as they are and written back on save.
 
     Example:
-        >>> Message(role="user", content="Hello").to_dict()
-        {'role': 'user', 'content': 'Hello'}
+        ```python
+        Message(role="user", content="Hello").to_dict()
+        # {'role': 'user', 'content': 'Hello'}
+        ```
     """
 
     model_config = ConfigDict(
@@ -40,7 +42,8 @@ class Message(BaseModel):
     )
     name: str | None = Field(default=None, description="Author name, or the tool's name.")
     tool_calls: list[dict[str, JsonValue]] | None = Field(
-        default=None, description="Tool calls made by an assistant message, as the provider wrote them."
+        default=None,
+        description="Tool calls made by an assistant message, as the provider wrote them.",
     )
     tool_call_id: str | None = Field(
         default=None, description="The tool call a tool message answers."

@@ -106,7 +106,9 @@ class MigrationChain:
         """The registered steps, in registration order."""
         return tuple(self._steps)
 
-    def register(self, from_version: str, to_version: str) -> Callable[[MigrationFunc], MigrationFunc]:
+    def register(
+        self, from_version: str, to_version: str
+    ) -> Callable[[MigrationFunc], MigrationFunc]:
         """Decorator registering ``func`` as the step ``from_version -> to_version``."""
 
         def decorator(func: MigrationFunc) -> MigrationFunc:
@@ -200,7 +202,11 @@ class MigrationChain:
             )
         if version.major == self.current.major and version >= self.current:
             label = _label(version)
-            return dict(doc) if doc.get("schema_version") == label else {**doc, "schema_version": label}
+            return (
+                dict(doc)
+                if doc.get("schema_version") == label
+                else {**doc, "schema_version": label}
+            )
         out: Mapping[str, Any] = doc
         for step in self.path_from(version):
             try:
@@ -317,8 +323,10 @@ def _order_siblings_by_position(edges: list[Any]) -> list[Any]:
     ordered: list[Any] = []
     for parent, group in groups.items():
         positions = [_position(parent, edge[1]) for edge in group]
-        if all(p is not None for p in positions) and len(set(positions)) == len(positions):
-            group = [edge for _, edge in sorted(zip(positions, group), key=lambda pe: pe[0])]
+        known = [p for p in positions if p is not None]
+        if len(known) == len(group) and len(set(known)) == len(known):
+            pairs = sorted(zip(known, group, strict=True), key=lambda pe: pe[0])
+            group = [edge for _, edge in pairs]
         ordered.extend(group)
     return ordered
 

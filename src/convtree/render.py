@@ -50,7 +50,9 @@ def render_tree(state: ConversationState, *, width: int = 72, ids: bool = True) 
             continue
         for i in range(len(kids) - 1, -1, -1):
             last = i == len(kids) - 1
-            stack.append((kids[i], rest + ("└─" if last else "├─"), rest + ("  " if last else "│ ")))
+            stack.append(
+                (kids[i], rest + ("└─" if last else "├─"), rest + ("  " if last else "│ "))
+            )
     return "\n".join(lines)
 
 

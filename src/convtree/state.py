@@ -57,14 +57,15 @@ class ConversationState:
     Not thread-safe: guard a state shared between threads with a lock.
 
     Example:
-        >>> state = ConversationState(metadata={"user_id": "alice"})
-        >>> _ = state.add_message("user", "What is a B-tree?")
-        >>> _ = state.add_message("assistant", "A balanced search tree.")
-        >>> _ = state.add_alternative("assistant", "A tree for disks.")  # regenerate
-        >>> [m.content for m in state.get_current_messages()]
-        ['What is a B-tree?', 'A tree for disks.']
-        >>> len(state.leaves())
-        2
+        ```python
+        state = ConversationState(metadata={"user_id": "alice"})
+        state.add_message("user", "What is a B-tree?")
+        state.add_message("assistant", "A balanced search tree.")
+        state.add_alternative("assistant", "A tree for disks.")  # regenerate
+        [m.content for m in state.get_current_messages()]
+        # ['What is a B-tree?', 'A tree for disks.']
+        len(state.leaves())  # 2
+        ```
     """
 
     __slots__ = (
@@ -353,7 +354,7 @@ class ConversationState:
         tree = self._cursor if ref is None else self._resolve(ref)
         if tree.parent is None:
             return []
-        return [child.data for child in tree.parent.children if child is not tree]
+        return [child.data for child in tree.parent.children or () if child is not tree]
 
     def leaves(self) -> list[ConversationNode]:
         """Every node without children, in depth-first sibling order."""
@@ -396,7 +397,7 @@ class ConversationState:
         parent = tree.parent
         if parent is None:
             raise TreeOperationError(f"cannot prune the root {tree.data.node_id!r}")
-        cursor = self._cursor
+        cursor: Tree | None = self._cursor
         while cursor is not None and cursor is not tree:
             cursor = cursor.parent
         removed = 0
@@ -577,7 +578,9 @@ class ConversationState:
             _check_new_node_id(node_id, self._index)
         for label, value in (("branch_name", branch_name), ("prompt_name", prompt_name)):
             if value is not None and not isinstance(value, str):
-                raise FormatError(f"{label} must be a string, got {type(value).__name__}", path=label)
+                raise FormatError(
+                    f"{label} must be a string, got {type(value).__name__}", path=label
+                )
         if timestamp is None:
             timestamp = _now()
         elif not isinstance(timestamp, datetime) or timestamp.utcoffset() is None:
@@ -624,8 +627,7 @@ class ConversationState:
         if named is not None:
             if len(named) > 1:
                 raise AmbiguousReferenceError(
-                    f"branch name {ref!r} is on {len(named)} nodes ({_show(named)}); "
-                    "use a node id",
+                    f"branch name {ref!r} is on {len(named)} nodes ({_show(named)}); use a node id",
                     ref=ref,
                     candidates=named,
                 )
@@ -710,7 +712,9 @@ def _check_metadata(value: object) -> dict[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, Mapping):
-        raise FormatError(f"metadata must be a mapping, got {type(value).__name__}", path="metadata")
+        raise FormatError(
+            f"metadata must be a mapping, got {type(value).__name__}", path="metadata"
+        )
     copied: dict[str, Any] = copy_json(dict(value), "metadata")
     return copied
 
