@@ -226,21 +226,15 @@ def parse_document(doc: Mapping[str, Any]) -> ParsedDocument:
         )
     root_id = roots[0]
 
-    reached = 1
+    seen = {root_id}
     stack = [root_id]
     while stack:
         kids = children.get(stack.pop())
         if kids:
-            reached += len(kids)
+            seen.update(kids)
             stack.extend(kids)
-    if reached != len(nodes):
+    if len(seen) != len(nodes):
         # Every node but the root has exactly one parent, so the rest form cycles.
-        seen = {root_id}
-        stack = [root_id]
-        while stack:
-            for kid in children.get(stack.pop(), ()):
-                seen.add(kid)
-                stack.append(kid)
         lost = [node_id for node_id in nodes if node_id not in seen]
         shown = ", ".join(repr(n) for n in lost[:5])
         raise FormatError(

@@ -169,7 +169,7 @@ class ConversationState:
         depth = len(self._cursor.get_path()) - 1
         return (
             f"<ConversationState {self.conversation_id!r}: {len(self._index)} nodes, "
-            f"{_count_leaves(self._root)} leaves, cursor {self.current_node_id!r} "
+            f"{len(self.leaves())} leaves, cursor {self.current_node_id!r} "
             f"at depth {depth}>"
         )
 
@@ -677,10 +677,6 @@ def _preorder(top: Tree) -> Iterator[Tree]:
         kids = tree.children
         if kids:
             stack.extend(reversed(kids))
-
-
-def _count_leaves(top: Tree) -> int:
-    return sum(1 for tree in _preorder(top) if not tree.children)
 
 
 def _show(ids: list[str]) -> str:
