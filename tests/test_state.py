@@ -385,3 +385,12 @@ class TestSerializing:
             ConversationState.from_json("{nope")
         with pytest.raises(FormatError):
             ConversationState.from_json(b"\xff\xfe\x00")
+
+
+def test_setting_a_timestamp_changes_the_document() -> None:
+    state = ConversationState()
+    node = state.add_message("user", "x")
+    state.to_dict()  # caches the node's ISO text
+    node.timestamp = datetime(2020, 1, 1, tzinfo=timezone.utc)
+    saved = next(n for n in state.to_dict()["nodes"] if n["node_id"] == node.node_id)
+    assert saved["timestamp"] == "2020-01-01T00:00:00+00:00"

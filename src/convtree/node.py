@@ -55,13 +55,14 @@ class ConversationNode:
     """
 
     __slots__ = (
+        "_stamp",
+        "_stamp_text",
         "branch_name",
         "extra",
         "message",
         "metadata",
         "node_id",
         "prompt_name",
-        "timestamp",
     )
 
     def __init__(
@@ -77,11 +78,29 @@ class ConversationNode:
     ) -> None:
         self.node_id = node_id
         self.message = message
-        self.timestamp = timestamp
+        self._stamp = timestamp
+        self._stamp_text: str | None = None
         self.branch_name = branch_name
         self.prompt_name = prompt_name
         self.metadata: dict[str, Any] = {} if metadata is None else metadata
         self.extra = extra
+
+    @property
+    def timestamp(self) -> datetime:
+        """When the node was created (timezone-aware)."""
+        return self._stamp
+
+    @timestamp.setter
+    def timestamp(self, value: datetime) -> None:
+        self._stamp = value
+        self._stamp_text = None
+
+    def _timestamp_text(self) -> str:
+        # isoformat() was a third of to_dict's time; a node's timestamp rarely changes.
+        text = self._stamp_text
+        if text is None:
+            text = self._stamp_text = self._stamp.isoformat()
+        return text
 
     @property
     def role(self) -> str | None:
@@ -98,7 +117,7 @@ class ConversationNode:
         out: dict[str, Any] = {
             "node_id": self.node_id,
             "message": None if self.message is None else self.message.to_dict(),
-            "timestamp": self.timestamp.isoformat(),
+            "timestamp": self._timestamp_text(),
         }
         if self.branch_name is not None:
             out["branch_name"] = self.branch_name
