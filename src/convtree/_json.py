@@ -65,9 +65,9 @@ def copy_json(value: Any, path: str) -> Any:
     raise FormatError(f"{type(value).__name__} is not JSON-compatible", path=path)
 
 
-def json_path(loc: tuple[int | str, ...], prefix: str = "") -> str:
+def json_path(loc: tuple[int | str, ...]) -> str:
     """Render a pydantic error location as a JSON path: ``nodes[3].message.role``."""
-    out = prefix
+    out = ""
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"

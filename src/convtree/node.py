@@ -37,7 +37,7 @@ def new_node_id() -> str:
     writers collide. :class:`~convtree.ConversationState` also re-draws on the
     (1 in 2**48) chance of meeting an id already in the conversation.
     """
-    return f"{_rng.getrandbits(48):012x}"
+    return f"{_rng.getrandbits(4 * NODE_ID_HEX_LENGTH):0{NODE_ID_HEX_LENGTH}x}"
 
 
 class ConversationNode:
