@@ -394,3 +394,51 @@ def test_setting_a_timestamp_changes_the_document() -> None:
     node.timestamp = datetime(2020, 1, 1, tzinfo=timezone.utc)
     saved = next(n for n in state.to_dict()["nodes"] if n["node_id"] == node.node_id)
     assert saved["timestamp"] == "2020-01-01T00:00:00+00:00"
+
+
+class TestLoadedMessages:
+    """A loaded node keeps its message as a validated record until it is asked for."""
+
+    MESSAGES = [
+        {"content": "text first", "role": "user"},
+        {"role": "assistant", "content": None, "tool_calls": [{"id": "t1", "type": "function"}]},
+        {"role": "tool", "content": "42", "tool_call_id": "t1", "name": None},
+        {"role": "user", "content": [{"type": "text", "text": "hi"}], "metadata": {}},
+        {"role": "assistant", "content": "x", "refusal": None, "metadata": {"k": 1}},
+    ]
+
+    def loaded(self) -> ConversationState:
+        state = ConversationState("c")
+        for _ in self.MESSAGES:
+            state.add_message("user", "placeholder")
+        doc = state.to_dict()
+        by_id = {n["node_id"]: n for n in doc["nodes"]}
+        for node, message in zip(state.get_path()[1:], self.MESSAGES):
+            by_id[node.node_id]["message"] = message
+        return ConversationState.from_dict(doc)
+
+    def test_records_give_what_models_give(self) -> None:
+        original = [Message.model_validate(m) for m in self.MESSAGES]
+        state = self.loaded()
+        path = state.get_path()[1:]
+        assert [n.role for n in path] == [m.role for m in original]
+        assert [n.content for n in path] == [m.content for m in original]
+        assert [n.message_dict() for n in path] == [m.to_dict() for m in original]
+        assert all(n.has_message for n in path) and not state.root.has_message
+        assert state.get_current_messages() == original
+
+    def test_a_change_to_the_built_message_is_saved(self) -> None:
+        state = self.loaded()
+        node = state.get_path()[1]
+        message = node.message
+        assert message is not None and message is node.message  # built once, then kept
+        message.content = "changed"
+        assert node.content == "changed"
+        again = ConversationState.from_dict(state.to_dict())
+        assert again.get_node(node.node_id).content == "changed"
+
+    def test_a_record_is_as_strict_as_the_model(self) -> None:
+        doc = self.loaded().to_dict()
+        doc["nodes"][1]["message"]["role"] = ""
+        with pytest.raises(FormatError, match=r"nodes\[1\]\.message\.role"):
+            ConversationState.from_dict(doc)

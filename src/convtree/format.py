@@ -39,7 +39,7 @@ from typing_extensions import NotRequired, TypedDict
 
 from ._json import format_error_from_validation
 from .errors import FormatError
-from .message import Message
+from .message import MessageRecord
 from .node import ConversationNode
 
 __all__ = [
@@ -80,7 +80,8 @@ class NodeRecord(TypedDict):
 
     node_id: Annotated[str, Field(description="Opaque id, unique in the conversation.")]
     message: Annotated[
-        Message | None, Field(description="The message; null only for a message-less root.")
+        MessageRecord | None,
+        Field(description="The message; null only for a message-less root."),
     ]
     timestamp: Annotated[Timestamp, Field(description="Creation time, ISO 8601 with an offset.")]
     branch_name: NotRequired[Annotated[str | None, Field(description="Optional branch label.")]]
@@ -181,14 +182,14 @@ def parse_document(doc: Mapping[str, Any]) -> ParsedDocument:
         extra = None
         if len(rec) > 3 and not _NODE_FIELDS.issuperset(rec):
             extra = {k: v for k, v in rec.items() if k not in _NODE_FIELDS}
-        nodes[node_id] = ConversationNode(
+        nodes[node_id] = ConversationNode._from_record(
             node_id,
             rec["message"],
             rec["timestamp"],
-            branch_name=rec.get("branch_name"),
-            prompt_name=rec.get("prompt_name"),
-            metadata=rec.get("metadata"),
-            extra=extra,
+            rec.get("branch_name"),
+            rec.get("prompt_name"),
+            rec.get("metadata"),
+            extra,
         )
 
     children: dict[str, list[str]] = {}
@@ -245,7 +246,7 @@ def parse_document(doc: Mapping[str, Any]) -> ParsedDocument:
         )
 
     for node_id, node in nodes.items():
-        if node.message is None and node_id != root_id:
+        if not node.has_message and node_id != root_id:
             raise FormatError(
                 "only the root may have no message",
                 path=f"nodes[{index_of[node_id]}].message",

@@ -3,16 +3,36 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, with_config
+from typing_extensions import NotRequired, TypedDict
 
 from ._json import copy_json, format_error_from_validation
 
-__all__ = ["ContentPart", "Message"]
+__all__ = ["ContentPart", "Message", "MessageRecord"]
 
 ContentPart = dict[str, JsonValue]
 """One part of multi-part content, e.g. ``{"type": "text", "text": "hi"}``."""
+
+_DESCRIPTION = "An LLM message; unknown provider fields are kept."
+
+# The field types, shared by the model (what users hold) and the record (what a
+# document holds), so that both accept exactly the same messages.
+_Role = Annotated[str, Field(min_length=1, description="system, user, assistant, tool, ...")]
+_Content = Annotated[
+    str | list[ContentPart] | None, Field(description="Text, a list of content parts, or null.")
+]
+_Name = Annotated[str | None, Field(description="Author name, or the tool's name.")]
+_ToolCalls = Annotated[
+    list[dict[str, JsonValue]] | None,
+    Field(description="Tool calls made by an assistant message, as the provider wrote them."),
+]
+_ToolCallId = Annotated[str | None, Field(description="The tool call a tool message answers.")]
+_FunctionCall = Annotated[
+    dict[str, JsonValue] | None, Field(description="Legacy OpenAI function call.")
+]
+_Metadata = Annotated[dict[str, JsonValue], Field(description="Free metadata about the message.")]
 
 
 class Message(BaseModel):
@@ -33,27 +53,16 @@ class Message(BaseModel):
     model_config = ConfigDict(
         extra="allow",
         validate_assignment=True,
-        json_schema_extra={"description": "An LLM message; unknown provider fields are kept."},
+        json_schema_extra={"description": _DESCRIPTION},
     )
 
-    role: str = Field(min_length=1, description="system, user, assistant, tool, ...")
-    content: str | list[ContentPart] | None = Field(
-        default=None, description="Text, a list of content parts, or null."
-    )
-    name: str | None = Field(default=None, description="Author name, or the tool's name.")
-    tool_calls: list[dict[str, JsonValue]] | None = Field(
-        default=None,
-        description="Tool calls made by an assistant message, as the provider wrote them.",
-    )
-    tool_call_id: str | None = Field(
-        default=None, description="The tool call a tool message answers."
-    )
-    function_call: dict[str, JsonValue] | None = Field(
-        default=None, description="Legacy OpenAI function call."
-    )
-    metadata: dict[str, JsonValue] = Field(
-        default_factory=dict, description="Free metadata about the message."
-    )
+    role: _Role
+    content: _Content = None
+    name: _Name = None
+    tool_calls: _ToolCalls = None
+    tool_call_id: _ToolCallId = None
+    function_call: _FunctionCall = None
+    metadata: _Metadata = Field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """Return the message as a new JSON-compatible dict.
@@ -99,3 +108,23 @@ class Message(BaseModel):
         return "".join(
             str(part.get("text", "")) for part in content if part.get("type", "text") == "text"
         )
+
+
+@with_config(
+    ConfigDict(extra="allow", title="Message", json_schema_extra={"description": _DESCRIPTION})
+)
+class MessageRecord(TypedDict):
+    """A message as a document stores it: validated like :class:`Message`, kept a dict.
+
+    Loading validates each node's message into this plain dict (several times
+    cheaper than building a model); a node builds its :class:`Message` from it
+    on first access.
+    """
+
+    role: _Role
+    content: NotRequired[_Content]
+    name: NotRequired[_Name]
+    tool_calls: NotRequired[_ToolCalls]
+    tool_call_id: NotRequired[_ToolCallId]
+    function_call: NotRequired[_FunctionCall]
+    metadata: NotRequired[_Metadata]

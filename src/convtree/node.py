@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from ._json import copy_json
-from .message import Message
+from .message import Message, MessageRecord
 
 __all__ = ["NODE_ID_HEX_LENGTH", "ConversationNode", "new_node_id"]
 
@@ -55,11 +55,11 @@ class ConversationNode:
     """
 
     __slots__ = (
+        "_message",
         "_stamp",
         "_stamp_text",
         "branch_name",
         "extra",
-        "message",
         "metadata",
         "node_id",
         "prompt_name",
@@ -77,13 +77,57 @@ class ConversationNode:
         extra: dict[str, Any] | None = None,
     ) -> None:
         self.node_id = node_id
-        self.message = message
+        self._message: Message | MessageRecord | None = message
         self._stamp = timestamp
         self._stamp_text: str | None = None
         self.branch_name = branch_name
         self.prompt_name = prompt_name
         self.metadata: dict[str, Any] = {} if metadata is None else metadata
         self.extra = extra
+
+    @classmethod
+    def _from_record(
+        cls,
+        node_id: str,
+        message: MessageRecord | None,
+        timestamp: datetime,
+        branch_name: str | None,
+        prompt_name: str | None,
+        metadata: dict[str, Any] | None,
+        extra: dict[str, Any] | None,
+    ) -> ConversationNode:
+        # A loaded node keeps its validated message record; ``message`` builds
+        # the model on first access. Loading 10k nodes without building 10k
+        # models is what keeps from_dict within its budget.
+        node = cls(
+            node_id,
+            None,
+            timestamp,
+            branch_name=branch_name,
+            prompt_name=prompt_name,
+            metadata=metadata,
+            extra=extra,
+        )
+        node._message = message
+        return node
+
+    @property
+    def message(self) -> Message | None:
+        """The message, or ``None`` for a message-less root."""
+        message = self._message
+        if type(message) is dict:
+            # Already validated as a MessageRecord, so this cannot fail.
+            message = self._message = Message.model_validate(message)
+        return message  # type: ignore[return-value]
+
+    @message.setter
+    def message(self, value: Message | None) -> None:
+        self._message = value
+
+    @property
+    def has_message(self) -> bool:
+        """Whether the node holds a message (only a root may not)."""
+        return self._message is not None
 
     @property
     def timestamp(self) -> datetime:
@@ -105,18 +149,34 @@ class ConversationNode:
     @property
     def role(self) -> str | None:
         """The message's role, or ``None`` for a message-less root."""
-        return None if self.message is None else self.message.role
+        message = self._message
+        if message is None:
+            return None
+        return message["role"] if type(message) is dict else message.role  # type: ignore[union-attr]
 
     @property
     def content(self) -> Any:
         """The message's content, or ``None`` for a message-less root."""
-        return None if self.message is None else self.message.content
+        message = self._message
+        if type(message) is dict:
+            return message.get("content")
+        return None if message is None else message.content  # type: ignore[union-attr]
+
+    def message_dict(self) -> dict[str, Any] | None:
+        """The message as a new JSON-compatible dict (:meth:`Message.to_dict`), or ``None``."""
+        message = self._message
+        if type(message) is dict and len(message) == 2:
+            content = message.get("content")
+            if type(content) is str:  # the common {"role", "content": text}: no model needed
+                return {"role": message["role"], "content": content}
+        message = self.message
+        return None if message is None else message.to_dict()
 
     def to_dict(self) -> dict[str, Any]:
         """Return the node as a new JSON-compatible dict (its record in a document)."""
         out: dict[str, Any] = {
             "node_id": self.node_id,
-            "message": None if self.message is None else self.message.to_dict(),
+            "message": self.message_dict(),
             "timestamp": self._timestamp_text(),
         }
         if self.branch_name is not None:

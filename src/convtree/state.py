@@ -687,7 +687,7 @@ def _show(ids: list[str]) -> str:
 def _copy_node(node: ConversationNode) -> ConversationNode:
     return ConversationNode(
         node.node_id,
-        None if node.message is None else Message.model_validate(node.message.to_dict()),
+        None if not node.has_message else Message.model_validate(node.message_dict()),
         node.timestamp,
         branch_name=node.branch_name,
         prompt_name=node.prompt_name,
