@@ -137,12 +137,19 @@ class Conversation(RuleBasedStateMachine):
         assert self.state.current_node_id == self.cursor
         for node_id, kids in self.kids.items():
             assert [n.node_id for n in self.state.children(node_id)] == kids
+        # The O(1) counters storage reads agree with a full walk.
+        assert self.state.leaf_count == len(self.state.leaves())
+        path = [n for n in self.state.get_path() if n.has_message]
+        summary = self.state.path_summary()
+        assert summary.message_count == len(path)
+        assert summary.first_user is next((n for n in path if n.role == "user"), None)
 
     @invariant()
     def round_trips(self) -> None:
         doc = self.state.to_dict()
         again = ConversationState.from_dict(json.loads(json.dumps(doc)))
         assert again == self.state
+        assert again.leaf_count == self.state.leaf_count
         assert again.to_dict() == doc
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from bisect import bisect_left
+from dataclasses import dataclass, field
 from collections.abc import Iterator, Mapping
 from datetime import datetime, timezone
 from typing import Any
@@ -19,7 +20,7 @@ from .message import Message
 from .migrations import parse_schema_version, upgrade_document
 from .node import ConversationNode, new_node_id
 
-__all__ = ["ConversationState", "NodeRef"]
+__all__ = ["ConversationState", "NodeRef", "PathSummary"]
 
 NodeRef = str | ConversationNode
 """A node reference: an id, a unique id prefix, a branch name, or the node itself."""
@@ -30,6 +31,29 @@ _CURRENT = parse_schema_version(CURRENT_SCHEMA_VERSION)
 
 def _now() -> datetime:
     return datetime.now(timezone.utc)
+
+
+@dataclass
+class _Journal:
+    """What changed since the state was last loaded from or saved to a store.
+
+    Storage reads it to write only what changed (see ``convtree.storage``).
+    """
+
+    store_key: str  # which store the revision belongs to
+    revision: int  # the stored revision this state was loaded from / saved as
+    base_metadata: str  # the conversation metadata at that revision, as JSON text
+    added: dict[str, None] = field(default_factory=dict)  # new node ids, in order
+    changed: set[str] = field(default_factory=set)  # stored nodes marked changed
+    removed: set[str] = field(default_factory=set)  # stored nodes pruned
+
+
+@dataclass(frozen=True)
+class PathSummary:
+    """What a conversation list shows about the active path, kept up to date cheaply."""
+
+    message_count: int  # messages from the root to the cursor
+    first_user: ConversationNode | None  # the first user message on the path
 
 
 class ConversationState:
@@ -72,8 +96,11 @@ class ConversationState:
         "_cursor",
         "_extra",
         "_index",
+        "_journal",
+        "_leaf_count",
         "_lookup",
         "_metadata",
+        "_path_memo",
         "_root",
         "_schema_label",
         "conversation_id",
@@ -110,6 +137,9 @@ class ConversationState:
         self._lookup: tuple[list[str], dict[str, list[str]]] | None = None
         self._extra: dict[str, Any] | None = None
         self._schema_label = CURRENT_SCHEMA_VERSION
+        self._journal: _Journal | None = None
+        self._leaf_count = 1
+        self._path_memo: tuple[Tree, PathSummary] | None = None
 
     # ------------------------------------------------------------------ basics
 
@@ -400,11 +430,24 @@ class ConversationState:
         cursor: Tree | None = self._cursor
         while cursor is not None and cursor is not tree:
             cursor = cursor.parent
-        removed = 0
+        removed = leaves = 0
+        journal = self._journal
         for sub in _preorder(tree):
-            del self._index[sub.data.node_id]
+            node_id = sub.data.node_id
+            del self._index[node_id]
             removed += 1
+            if not sub.children:
+                leaves += 1
+            if journal is not None:
+                if node_id in journal.added:
+                    del journal.added[node_id]
+                else:
+                    journal.removed.add(node_id)
+                    journal.changed.discard(node_id)
         tree.prune()
+        self._leaf_count -= leaves
+        if not parent.children:
+            self._leaf_count += 1
         if cursor is tree:
             self._cursor = parent
         self._lookup = None
@@ -438,6 +481,50 @@ class ConversationState:
                 fork._index[node.node_id] = parent
         fork._cursor = parent
         return fork
+
+    def mark_changed(self, ref: NodeRef) -> ConversationNode:
+        """Record that a node was changed in place, so that the next save writes it.
+
+        Saving writes only what changed since the state was loaded or last
+        saved. Nodes added, edited (as siblings) or pruned through this class
+        are tracked; a change made inside an existing node (``node.metadata[k]
+        = v``, ``node.message.content = ...``, ``node.branch_name = ...``) is
+        not, so call this after it (or save with ``full=True``).
+        """
+        tree = self._resolve(ref)
+        journal = self._journal
+        node: ConversationNode = tree.data
+        if journal is not None and node.node_id not in journal.added:
+            journal.changed.add(node.node_id)
+        self._path_memo = None
+        self._touch()
+        return node
+
+    @property
+    def leaf_count(self) -> int:
+        """Number of leaves (branch ends), kept up to date in O(1)."""
+        return self._leaf_count
+
+    def path_summary(self) -> PathSummary:
+        """Message count and first user message of the active path.
+
+        O(1) after an append at the cursor; O(depth) after the cursor jumps.
+        """
+        memo = self._path_memo
+        if memo is not None and memo[0] is self._cursor:
+            return memo[1]
+        count, first_user = 0, None
+        tree: Tree | None = self._cursor
+        while tree is not None:
+            node: ConversationNode = tree.data
+            if node.has_message:
+                count += 1
+                if node.role == "user":
+                    first_user = node
+            tree = tree.parent
+        summary = PathSummary(count, first_user)
+        self._path_memo = (self._cursor, summary)
+        return summary
 
     # ------------------------------------------------------------- serializing
 
@@ -491,7 +578,7 @@ class ConversationState:
         """
         with gc_paused():
             parsed = parse_document(upgrade_document(doc))
-            root, index = _build_tree(parsed)
+            root, index, leaf_count = _build_tree(parsed)
         state = cls.__new__(cls)
         state.conversation_id = parsed.conversation_id
         state._metadata = parsed.metadata
@@ -504,6 +591,9 @@ class ConversationState:
         state._index = index
         state._cursor = index[parsed.current_node_id]
         state._lookup = None
+        state._journal = None
+        state._leaf_count = leaf_count
+        state._path_memo = None
         return state
 
     def to_json(self, *, indent: int | None = None) -> str:
@@ -535,9 +625,21 @@ class ConversationState:
         self.updated_at = _now() if when is None else when
 
     def _attach(self, parent: Tree, node: ConversationNode) -> ConversationNode:
+        if parent.children:
+            self._leaf_count += 1
+        memo = self._path_memo
+        if memo is not None and memo[0] is parent:
+            summary = memo[1]
+            first_user = summary.first_user
+            if first_user is None and node.role == "user":
+                first_user = node
+            memo = (parent, PathSummary(summary.message_count + 1, first_user))
         tree = Tree(node, parent)
         self._index[node.node_id] = tree
         self._cursor = tree
+        self._path_memo = None if memo is None else (tree, memo[1])
+        if self._journal is not None:
+            self._journal.added[node.node_id] = None
         self._lookup = None
         self._touch(node.timestamp if node.timestamp > self.updated_at else None)
         return node
@@ -652,20 +754,22 @@ class ConversationState:
         )
 
 
-def _build_tree(parsed: ParsedDocument) -> tuple[Tree, dict[str, Tree]]:
+def _build_tree(parsed: ParsedDocument) -> tuple[Tree, dict[str, Tree], int]:
     nodes, children = parsed.nodes, parsed.children
     root = Tree(nodes[parsed.root_id])
     index = {parsed.root_id: root}
     stack = [parsed.root_id]
+    parents = 0
     while stack:
         parent_id = stack.pop()
         kids = children.get(parent_id)
         if kids:
+            parents += 1
             parent = index[parent_id]
             for kid in kids:
                 index[kid] = Tree(nodes[kid], parent)
             stack.extend(kids)
-    return root, index
+    return root, index, len(index) - parents
 
 
 def _preorder(top: Tree) -> Iterator[Tree]:
