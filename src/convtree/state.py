@@ -634,6 +634,8 @@ class ConversationState:
             if first_user is None and node.role == "user":
                 first_user = node
             memo = (parent, PathSummary(summary.message_count + 1, first_user))
+        else:
+            memo = None
         tree = Tree(node, parent)
         self._index[node.node_id] = tree
         self._cursor = tree
