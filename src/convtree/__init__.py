@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from .errors import (
     AmbiguousReferenceError,
+    ConflictError,
     ConvtreeError,
+    FilterError,
     FormatError,
     NodeNotFoundError,
     SchemaVersionError,
+    StorageError,
     TreeOperationError,
 )
 from .format import CURRENT_SCHEMA_VERSION
@@ -21,20 +24,33 @@ from .migrations import upgrade_document
 from .node import ConversationNode
 from .render import render_tree
 from .state import ConversationState, NodeRef
+from .storage import (
+    ConversationStorage,
+    ConversationSummary,
+    DataknobsConversationStorage,
+    open_storage,
+)
 
 __all__ = [
     "CURRENT_SCHEMA_VERSION",
     "AmbiguousReferenceError",
+    "ConflictError",
     "ConversationNode",
     "ConversationState",
+    "ConversationStorage",
+    "ConversationSummary",
     "ConvtreeError",
+    "DataknobsConversationStorage",
+    "FilterError",
     "FormatError",
     "Message",
     "NodeNotFoundError",
     "NodeRef",
     "SchemaVersionError",
+    "StorageError",
     "TreeOperationError",
     "__version__",
+    "open_storage",
     "render_tree",
     "upgrade_document",
 ]

@@ -8,7 +8,10 @@ each also derives from the built-in exception a caller would naturally catch::
     │   └── SchemaVersionError              unknown or unsupported schema_version
     ├── NodeNotFoundError (KeyError)        no node for an id, prefix or branch name
     ├── AmbiguousReferenceError (LookupError)  a prefix or branch name matches several nodes
-    └── TreeOperationError (ValueError)     an operation the tree cannot do (prune the root, ...)
+    ├── TreeOperationError (ValueError)     an operation the tree cannot do (prune the root, ...)
+    ├── FilterError (ValueError)            a bad listing filter, sort key, limit or offset
+    └── StorageError                        a store cannot be opened, used or read
+        └── ConflictError                   a stale save that does not merge: reload
 
 Messages say what is wrong and where: the JSON path (``nodes[3].message.role``),
 the node id, the version.
@@ -18,10 +21,13 @@ from __future__ import annotations
 
 __all__ = [
     "AmbiguousReferenceError",
+    "ConflictError",
     "ConvtreeError",
+    "FilterError",
     "FormatError",
     "NodeNotFoundError",
     "SchemaVersionError",
+    "StorageError",
     "TreeOperationError",
 ]
 
@@ -86,3 +92,30 @@ class TreeOperationError(ConvtreeError, ValueError):
     Examples: pruning the root, adding a sibling of the root, reusing an
     existing node id.
     """
+
+
+class FilterError(ConvtreeError, ValueError):
+    """A listing filter, sort key, limit or offset is invalid (the message says which)."""
+
+
+class StorageError(ConvtreeError):
+    """A store cannot be opened or used, or holds a record that cannot be read.
+
+    The message names the store (its URL with any password masked), the
+    conversation, and what to do (for example which extra to install).
+    """
+
+
+class ConflictError(StorageError):
+    """The stored conversation changed since this state was loaded, in a way that
+    does not merge (a prune, an edit in place, a metadata change on both sides,
+    a deletion). Nothing was written: load the conversation again and redo the
+    change. Appends on any branch never raise this; they merge.
+
+    Attributes:
+        conversation_id: The conversation that changed.
+    """
+
+    def __init__(self, message: str, *, conversation_id: str | None = None):
+        self.conversation_id = conversation_id
+        super().__init__(message)

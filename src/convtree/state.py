@@ -552,19 +552,9 @@ class ConversationState:
                     parent_id = node.node_id
                     edges.extend([parent_id, kid.data.node_id] for kid in kids)
                     push(reversed(kids))
-        doc: dict[str, Any] = {
-            "schema_version": self._schema_label,
-            "conversation_id": self.conversation_id,
-            "nodes": nodes,
-            "edges": edges,
-            "current_node_id": self.current_node_id,
-            "metadata": copy_json(self._metadata, "metadata"),
-            "created_at": self.created_at.isoformat(),
-            "updated_at": self.updated_at.isoformat(),
-        }
-        if self._extra:
-            for key, value in self._extra.items():
-                doc.setdefault(key, copy_json(value, key))
+        doc = self.head_fields()
+        doc["nodes"] = nodes
+        doc["edges"] = edges
         return doc
 
     @classmethod
@@ -596,6 +586,24 @@ class ConversationState:
         state._path_memo = None
         return state
 
+    def head_fields(self) -> dict[str, Any]:
+        """The document without ``nodes`` and ``edges``: O(1) in the tree's size.
+
+        Storage keeps these in a small head record beside the node segments.
+        """
+        doc: dict[str, Any] = {
+            "schema_version": self._schema_label,
+            "conversation_id": self.conversation_id,
+            "current_node_id": self.current_node_id,
+            "metadata": copy_json(self._metadata, "metadata"),
+            "created_at": self.created_at.isoformat(),
+            "updated_at": self.updated_at.isoformat(),
+        }
+        if self._extra:
+            for key, value in self._extra.items():
+                doc.setdefault(key, copy_json(value, key))
+        return doc
+
     def to_json(self, *, indent: int | None = None) -> str:
         """The document as JSON text (UTF-8 characters kept; NaN/Infinity as Python writes them)."""
         return json.dumps(self.to_dict(), ensure_ascii=False, indent=indent)
@@ -620,6 +628,23 @@ class ConversationState:
         return cls.from_dict(doc)
 
     # ---------------------------------------------------------------- internal
+
+    def _adopt(self, other: ConversationState) -> None:
+        """Take ``other``'s tree and fields (storage: after merging other writers' saves)."""
+        for name in (
+            "_root",
+            "_index",
+            "_cursor",
+            "_metadata",
+            "_extra",
+            "_schema_label",
+            "_journal",
+            "_leaf_count",
+            "updated_at",
+        ):
+            setattr(self, name, getattr(other, name))
+        self._lookup = None
+        self._path_memo = None
 
     def _touch(self, when: datetime | None = None) -> None:
         self.updated_at = _now() if when is None else when

@@ -1,0 +1,164 @@
+"""The storage interface every backend implements."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import TracebackType
+from typing import Any
+
+from ..state import ConversationState
+
+__all__ = ["ConversationStorage", "ConversationSummary", "ORDER_KEYS"]
+
+ORDER_KEYS = ("updated_at", "created_at", "conversation_id")
+"""Keys ``list_summaries`` sorts by; prefix ``-`` for descending."""
+
+
+@dataclass(frozen=True)
+class ConversationSummary:
+    """What a list page shows about a conversation, read without loading its tree.
+
+    Attributes:
+        conversation_id: The conversation's id.
+        metadata: Its metadata (a copy).
+        created_at: When it was created.
+        updated_at: When it last changed.
+        node_count: Nodes in the tree, the root included.
+        message_count: Messages on the active path (what the model would see).
+        leaf_count: Branch ends: 1 for a conversation that never branched.
+        first_user_message: Text of the first user message on the active path
+            (at most 200 characters), or ``None``.
+        last_message: Text of the message under the cursor (at most 200
+            characters), or ``None`` for an empty conversation.
+        last_role: Role of that message, or ``None``.
+        revision: The stored revision (increases with every save).
+    """
+
+    conversation_id: str
+    metadata: dict[str, Any] = field(repr=False)
+    created_at: datetime
+    updated_at: datetime
+    node_count: int
+    message_count: int
+    leaf_count: int
+    first_user_message: str | None
+    last_message: str | None
+    last_role: str | None
+    revision: int
+
+
+class ConversationStorage(ABC):
+    """Where conversations are saved: the interface of every backend.
+
+    The method names are dataknobs-llm's (``save_conversation``,
+    ``load_conversation``, ``delete_conversation``, ``list_conversations``), so
+    code written against it keeps working. Use as an async context manager::
+
+        async with open_storage("sqlite:///chats.db") as storage:
+            await storage.save_conversation(state)
+
+    ``filter_metadata`` accepts equality, dotted keys and the operators of
+    :mod:`convtree.storage.filters`; the ``created_*``/``updated_*`` bounds are
+    exclusive and timezone-aware. Every backend returns the same rows.
+    """
+
+    @abstractmethod
+    async def save_conversation(
+        self, state: ConversationState, *, full: bool = False, overwrite: bool = False
+    ) -> None:
+        """Save (insert or update) a conversation.
+
+        Writes only what changed since ``state`` was loaded or last saved, unless
+        ``full``. If another writer saved in between, appended messages merge
+        (and ``state`` then also holds theirs); anything else raises
+        :class:`~convtree.ConflictError`. A state that was not loaded from this
+        store replaces a stored conversation of the same id only with
+        ``overwrite=True``.
+        """
+
+    @abstractmethod
+    async def load_conversation(self, conversation_id: str) -> ConversationState | None:
+        """The stored conversation, or ``None`` when there is none with this id."""
+
+    @abstractmethod
+    async def delete_conversation(self, conversation_id: str) -> bool:
+        """Delete a conversation; ``True`` if it existed."""
+
+    @abstractmethod
+    async def exists(self, conversation_id: str) -> bool:
+        """Whether a conversation with this id is stored."""
+
+    @abstractmethod
+    async def list_summaries(
+        self,
+        filter_metadata: Mapping[str, Any] | None = None,
+        *,
+        order_by: str = "-updated_at",
+        limit: int | None = 100,
+        offset: int = 0,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        updated_after: datetime | None = None,
+        updated_before: datetime | None = None,
+    ) -> list[ConversationSummary]:
+        """Summaries of the matching conversations, sorted and paged, no trees loaded."""
+
+    @abstractmethod
+    async def count_conversations(
+        self,
+        filter_metadata: Mapping[str, Any] | None = None,
+        *,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        updated_after: datetime | None = None,
+        updated_before: datetime | None = None,
+    ) -> int:
+        """How many conversations match."""
+
+    async def list_conversations(
+        self,
+        filter_metadata: Mapping[str, Any] | None = None,
+        limit: int | None = 100,
+        offset: int = 0,
+        *,
+        order_by: str = "-updated_at",
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        updated_after: datetime | None = None,
+        updated_before: datetime | None = None,
+    ) -> list[ConversationState]:
+        """The matching conversations, loaded whole (prefer :meth:`list_summaries`)."""
+        summaries = await self.list_summaries(
+            filter_metadata,
+            order_by=order_by,
+            limit=limit,
+            offset=offset,
+            created_after=created_after,
+            created_before=created_before,
+            updated_after=updated_after,
+            updated_before=updated_before,
+        )
+        states = []
+        for summary in summaries:
+            state = await self.load_conversation(summary.conversation_id)
+            if state is not None:  # deleted meanwhile
+                states.append(state)
+        return states
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Release connections; the storage cannot be used afterwards."""
+
+    async def __aenter__(self) -> ConversationStorage:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
