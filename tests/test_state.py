@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
+from typing import Any, ClassVar
 
 import pytest
 
@@ -399,7 +400,7 @@ def test_setting_a_timestamp_changes_the_document() -> None:
 class TestLoadedMessages:
     """A loaded node keeps its message as a validated record until it is asked for."""
 
-    MESSAGES = [
+    MESSAGES: ClassVar[list[dict[str, Any]]] = [
         {"content": "text first", "role": "user"},
         {"role": "assistant", "content": None, "tool_calls": [{"id": "t1", "type": "function"}]},
         {"role": "tool", "content": "42", "tool_call_id": "t1", "name": None},
@@ -413,7 +414,7 @@ class TestLoadedMessages:
             state.add_message("user", "placeholder")
         doc = state.to_dict()
         by_id = {n["node_id"]: n for n in doc["nodes"]}
-        for node, message in zip(state.get_path()[1:], self.MESSAGES):
+        for node, message in zip(state.get_path()[1:], self.MESSAGES, strict=True):
             by_id[node.node_id]["message"] = message
         return ConversationState.from_dict(doc)
 
@@ -424,14 +425,16 @@ class TestLoadedMessages:
         assert [n.role for n in path] == [m.role for m in original]
         assert [n.content for n in path] == [m.content for m in original]
         assert [n.message_dict() for n in path] == [m.to_dict() for m in original]
-        assert all(n.has_message for n in path) and not state.root.has_message
+        assert all(n.has_message for n in path)
+        assert not state.root.has_message
         assert state.get_current_messages() == original
 
     def test_a_change_to_the_built_message_is_saved(self) -> None:
         state = self.loaded()
         node = state.get_path()[1]
         message = node.message
-        assert message is not None and message is node.message  # built once, then kept
+        assert message is not None
+        assert message is node.message  # built once, then kept
         message.content = "changed"
         assert node.content == "changed"
         again = ConversationState.from_dict(state.to_dict())

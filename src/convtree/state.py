@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import uuid
 from bisect import bisect_left
-from dataclasses import dataclass, field
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 

@@ -5,7 +5,7 @@ Stored layout (see docs/storage.md)
 Each conversation is a small **head** record plus a few immutable **segment**
 records, all in one dataknobs-data database:
 
-* head, record id ``<cid>``: ``kind="head"``, ``conversation_id``, ``revision``,
+* head, record id ``<cid>``: ``kind="head"``, ``key`` (the record id), ``revision``,
   ``created_at``/``updated_at`` (UTC ISO text), ``meta`` (the metadata, made
   storable everywhere, used only to narrow searches), and ``head``: exact JSON
   text of the document's top-level fields, the list of segments, and the
@@ -37,10 +37,10 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from .._json import copy_json
-from ..errors import ConflictError, FormatError, SchemaVersionError, StorageError
+from ..errors import ConflictError, FilterError, FormatError, SchemaVersionError, StorageError
 from ..state import ConversationState, _Journal
 from .base import ORDER_KEYS, ConversationStorage, ConversationSummary
-from .filters import FilterError, MetadataFilter, check_page
+from .filters import MetadataFilter, check_page
 from .guards import Guard, InProcessGuard
 
 if TYPE_CHECKING:
@@ -323,10 +323,10 @@ class DataknobsConversationStorage(ConversationStorage):
             if record.get_value("kind") != "head":
                 raise ValueError("not a head record")
             head: dict[str, Any] = json.loads(record.get_value("head"))
-            head["storage"]["revision"]  # noqa: B018 - must be there
+            head["storage"]["revision"]
         except (TypeError, ValueError, KeyError) as exc:
             raise StorageError(
-                f"conversation {cid or record.get_value('conversation_id')!r} in {self.name}: "
+                f"conversation {cid or record.get_value('key')!r} in {self.name}: "
                 f"its head record is corrupt ({exc}); nothing was changed"
             ) from None
         return head
@@ -336,7 +336,7 @@ class DataknobsConversationStorage(ConversationStorage):
         ids = [segment["id"] for segment in head["storage"]["segments"]]
         records = await asyncio.gather(*(self._db.read(i) for i in ids))
         segments = []
-        for segment_id, record in zip(ids, records):
+        for segment_id, record in zip(ids, records, strict=True):
             if record is None:
                 return None
             segments.append(self._parse_segment(record, cid, segment_id))
@@ -358,7 +358,7 @@ class DataknobsConversationStorage(ConversationStorage):
     def _parse_segment(self, record: Record, cid: str, segment_id: str) -> dict[str, Any]:
         try:
             segment: dict[str, Any] = json.loads(record.get_value("payload"))
-            segment["nodes"], segment["edges"]  # noqa: B018 - must be there
+            segment["nodes"], segment["edges"]
         except (TypeError, ValueError, KeyError) as exc:
             raise StorageError(
                 f"conversation {cid!r} in {self.name}: segment {segment_id!r} is corrupt "
@@ -427,7 +427,6 @@ class DataknobsConversationStorage(ConversationStorage):
             Record(
                 {
                     "kind": "segment",
-                    "conversation_id": state.conversation_id,
                     "payload": _dumps(payload),
                 }
             ),
@@ -437,7 +436,7 @@ class DataknobsConversationStorage(ConversationStorage):
             Record(
                 {
                     "kind": "head",
-                    "conversation_id": state.conversation_id,
+                    "key": rid,
                     "revision": revision,
                     "created_at": _utc_text(state.created_at),
                     "updated_at": _utc_text(state.updated_at),
@@ -490,6 +489,7 @@ class DataknobsConversationStorage(ConversationStorage):
         theirs._journal = None
         for node_id in journal.added:
             tree = state._index[node_id]
+            assert tree.parent is not None  # only the root has no parent
             parent_id = tree.parent.data.node_id
             if node_id in theirs._index or parent_id not in theirs._index:
                 raise ConflictError(
@@ -546,7 +546,7 @@ def _changes(state: ConversationState, journal: _Journal) -> dict[str, Any]:
     index = state._index
     nodes = [index[i].data.to_dict() for i in journal.added]
     nodes.extend(index[i].data.to_dict() for i in sorted(journal.changed) if i in index)
-    edges = [[index[i].parent.data.node_id, i] for i in journal.added]
+    edges = [[index[i].parent.data.node_id, i] for i in journal.added]  # type: ignore[union-attr]
     return {"nodes": nodes, "edges": edges, "removed": sorted(journal.removed)}
 
 

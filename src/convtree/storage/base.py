@@ -11,7 +11,7 @@ from typing import Any
 
 from ..state import ConversationState
 
-__all__ = ["ConversationStorage", "ConversationSummary", "ORDER_KEYS"]
+__all__ = ["ORDER_KEYS", "ConversationStorage", "ConversationSummary"]
 
 ORDER_KEYS = ("updated_at", "created_at", "conversation_id")
 """Keys ``list_summaries`` sorts by; prefix ``-`` for descending."""

@@ -44,7 +44,7 @@ def _file_name(record_id: str) -> str:
     name = quote(record_id, safe="-_").replace(".", "%2E").replace("~", "%7E")
     if len(name) > _MAX_NAME:
         digest = hashlib.sha256(record_id.encode("utf-8", "surrogatepass")).hexdigest()[:32]
-        name = f"{name[:_MAX_NAME - 33]}~{digest}"
+        name = f"{name[: _MAX_NAME - 33]}~{digest}"
     return name + ".json"
 
 
@@ -71,7 +71,9 @@ class FileDatabase(AsyncDatabase):
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise StorageError(f"cannot create the store directory {self.directory}: {exc}") from None
+            raise StorageError(
+                f"cannot create the store directory {self.directory}: {exc}"
+            ) from None
 
     async def close(self) -> None:
         pass
@@ -147,10 +149,10 @@ class FileDatabase(AsyncDatabase):
         await asyncio.to_thread(self._write_file, path, record_id, record)
         return record_id
 
-    async def read(self, id: str) -> Record | None:  # noqa: A002 - dataknobs' name
+    async def read(self, id: str) -> Record | None:
         return await asyncio.to_thread(self._read_file, self._path(id))
 
-    async def update(self, id: str, record: Record) -> bool:  # noqa: A002
+    async def update(self, id: str, record: Record) -> bool:
         path = self._path(id)
         if not path.exists():
             return False
@@ -168,10 +170,10 @@ class FileDatabase(AsyncDatabase):
         await asyncio.to_thread(self._write_file, self._path(record_id), record_id, record)
         return record_id
 
-    async def delete(self, id: str) -> bool:  # noqa: A002
+    async def delete(self, id: str) -> bool:
         return await asyncio.to_thread(self._delete_file, self._path(id))
 
-    async def exists(self, id: str) -> bool:  # noqa: A002
+    async def exists(self, id: str) -> bool:
         return self._path(id).exists()
 
     async def search(self, query: Query | ComplexQuery) -> list[Record]:

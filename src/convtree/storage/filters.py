@@ -79,7 +79,7 @@ def json_equal(a: Any, b: Any) -> bool:
     if type(a) is not type(b) and not (isinstance(a, Mapping) and isinstance(b, Mapping)):
         return False
     if isinstance(a, list):
-        return len(a) == len(b) and all(json_equal(x, y) for x, y in zip(a, b))
+        return len(a) == len(b) and all(json_equal(x, y) for x, y in zip(a, b, strict=True))
     if isinstance(a, Mapping):
         return a.keys() == b.keys() and all(json_equal(a[k], b[k]) for k in a)
     return bool(a == b)
@@ -182,9 +182,13 @@ def _parse_key(key: object) -> tuple[str, ...]:
         raise FilterError(f"a filter key must be a non-empty string, got {key!r}")
     parts = tuple(key.split("."))
     if any(not p for p in parts):
-        raise FilterError(f"filter key {key!r} has an empty part (a leading, trailing or double dot)")
+        raise FilterError(
+            f"filter key {key!r} has an empty part (a leading, trailing or double dot)"
+        )
     if key.startswith("$"):
-        raise FilterError(f"filter key {key!r}: an operator needs a key, e.g. {{'k': {{{key!r}: v}}}}")
+        raise FilterError(
+            f"filter key {key!r}: an operator needs a key, e.g. {{'k': {{{key!r}: v}}}}"
+        )
     return parts
 
 

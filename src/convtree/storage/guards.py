@@ -32,7 +32,7 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from weakref import WeakKeyDictionary
 
 __all__ = ["FileLockGuard", "Guard", "InProcessGuard", "PostgresAdvisoryGuard", "S3LeaseGuard"]
@@ -56,7 +56,7 @@ class Guard(ABC):
 class InProcessGuard(Guard):
     """An asyncio lock per key: covers the writers of one process (one event loop)."""
 
-    _shared: WeakKeyDictionary[Any, InProcessGuard] = WeakKeyDictionary()
+    _shared: ClassVar[WeakKeyDictionary[Any, InProcessGuard]] = WeakKeyDictionary()
 
     def __init__(self) -> None:
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
@@ -107,7 +107,16 @@ class FileLockGuard(Guard):
             self.directory.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.directory / f"{key}.lock", os.O_RDWR | os.O_CREAT, 0o644)
             try:
-                await asyncio.to_thread(fcntl.flock, fd, fcntl.LOCK_EX)
+                # Poll without blocking: a thread blocked in flock() per waiting
+                # writer would exhaust the executor the lock holder needs.
+                delay = 0.001
+                while True:
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        break
+                    except BlockingIOError:
+                        await asyncio.sleep(delay * (1 + random.random()))
+                        delay = min(delay * 2, 0.05)
                 yield
             finally:
                 os.close(fd)  # closing releases the lock
@@ -230,10 +239,7 @@ class S3LeaseGuard(Guard):
             raise
 
     def describe(self) -> str:
-        return (
-            f"S3 lease by conditional PUT, {self.lease_seconds:g} s "
-            "(every client of the bucket)"
-        )
+        return f"S3 lease by conditional PUT, {self.lease_seconds:g} s (every client of the bucket)"
 
     async def close(self) -> None:
         if self._client_cm is not None:

@@ -1,18 +1,13 @@
 """open_storage(url): a ready storage from a URL.
 
-=====================================================  =============================================
-URL                                                    store
-=====================================================  =============================================
-``memory://`` or ``memory://name``                     dataknobs-data memory backend (``name``: one
-                                                       store shared in this process)
-``file:///path/dir``                                   convtree's crash-safe file store (one file per
-                                                       record), file locks
-``sqlite:///path/file.db``                             dataknobs-data SQLite backend (WAL), file locks
-``s3://bucket/prefix?endpoint_url=...&region=...``     dataknobs-data S3 backend; credentials from the
-                                                       usual AWS environment variables
-``postgresql://user:pass@host:port/db?table=...``      dataknobs-data PostgreSQL backend on its own
-                                                       pool (``?host=/socket/dir``, ``&schema=``)
-=====================================================  =============================================
+- ``memory://`` or ``memory://name``: dataknobs-data memory backend (``name``: one
+  store shared in this process).
+- ``file:///path/dir``: convtree's crash-safe file store, one file per record; file locks.
+- ``sqlite:///path/file.db``: dataknobs-data SQLite backend (WAL); file locks.
+- ``s3://bucket/prefix?endpoint_url=...&region=...``: dataknobs-data S3 backend;
+  credentials from the usual AWS environment variables; conditional-PUT leases.
+- ``postgresql://user:pass@host:port/db?table=...``: dataknobs-data PostgreSQL backend on
+  its own pool (``?host=/socket/dir``, ``&schema=``); advisory locks.
 
 With no URL: ``$CONVTREE_STORE`` if set, else the embedded default,
 ``sqlite:///~/.local/share/convtree/conversations.db``.
@@ -56,7 +51,7 @@ def mask_url(url: str) -> str:
     return parts._replace(netloc=f"{user}:***@{host}").geturl()
 
 
-class open_storage:  # noqa: N801 - used like a function
+class open_storage:
     """Open a conversation storage from a URL (see the module doc for URLs).
 
     Use ``async with open_storage(url) as storage:`` (closed on exit), or
@@ -214,15 +209,16 @@ async def _open_s3(url: str) -> DataknobsConversationStorage:
     db = AsyncS3Database(config)
     await _connected(db, url)
     name = f"s3://{bucket}/{prefix}"
+    guard = S3LeaseGuard(client, bucket, base)
     storage = DataknobsConversationStorage(
         db,
-        guard=S3LeaseGuard(client, bucket, base),
+        guard=guard,
         nested_filters=False,  # dataknobs' S3 search cannot filter nested fields
         name=name,
         owns_db=True,
     )
     try:
-        s3 = await storage._guard._get_client()  # type: ignore[attr-defined]
+        s3 = await guard._get_client()
         await s3.head_bucket(Bucket=bucket)
     except Exception as exc:
         await storage.close()
@@ -258,7 +254,7 @@ def _postgres_database(config: dict[str, Any], connect: dict[str, Any], url: str
     from dataknobs_data.backends.postgres import AsyncPostgresDatabase
     from dataknobs_data.backends.sql_base import SQLQueryBuilder
 
-    class OwnPoolPostgresDatabase(AsyncPostgresDatabase):  # type: ignore[misc]
+    class OwnPoolPostgresDatabase(AsyncPostgresDatabase):
         """dataknobs' backend on a pool of its own.
 
         dataknobs-data shares one pool between instances with the same

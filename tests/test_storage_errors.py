@@ -1,0 +1,68 @@
+"""Bad input to storage: clear convtree errors, nothing stored lost."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from convtree import ConversationState, StorageError, open_storage
+from convtree.storage.urls import mask_url
+from convtree.sync import open_storage as open_sync
+
+
+def test_import_convtree_does_not_import_dataknobs_data() -> None:
+    code = "import sys, convtree; print('dataknobs_data' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_unknown_scheme() -> None:
+    with pytest.raises(StorageError, match="unknown storage URL scheme 'mongodb'"):
+        asyncio.run(open_storage("mongodb://x")._open())
+
+
+def test_unreachable_postgres_masks_the_password() -> None:
+    url = "postgresql://me:s3cr%40t@127.0.0.1:1/db"
+    with pytest.raises(StorageError) as info:
+        asyncio.run(open_storage(url)._open())
+    assert "s3cr" not in str(info.value)
+    assert "***" in str(info.value)
+    assert "s3cr" not in repr(open_storage(url))
+    assert mask_url(url) == "postgresql://me:***@127.0.0.1:1/db"
+
+
+def test_a_corrupt_record_file_raises_naming_it_and_is_kept(tmp_path: Path) -> None:
+    url = f"file://{tmp_path}"
+    with open_sync(url) as storage:
+        state = ConversationState("c")
+        state.add_message("user", "hi")
+        storage.save_conversation(state)
+        other = ConversationState("d")
+        storage.save_conversation(other)
+    head = tmp_path / "c.json"
+    text = head.read_bytes()
+    head.write_bytes(text[: len(text) // 2])  # truncated
+    with open_sync(url) as storage:
+        with pytest.raises(StorageError, match=r"c\.json"):
+            storage.load_conversation("c")
+        with pytest.raises(StorageError):
+            storage.save_conversation(ConversationState("c"), overwrite=True)
+        assert storage.load_conversation("d") == other
+    assert head.read_bytes() == text[: len(text) // 2]
+
+
+def test_sync_facade_round_trip_and_repr(tmp_path: Path) -> None:
+    with open_sync(f"sqlite://{tmp_path}/x.db") as storage:
+        state = ConversationState("s", metadata={"user_id": "u"})
+        state.add_message("user", "hello")
+        storage.save_conversation(state)
+        assert storage.exists("s")
+        assert storage.count_conversations({"user_id": "u"}) == 1
+        assert [s.conversation_id for s in storage.list_summaries()] == ["s"]
+        assert storage.list_conversations() == [state]
+        assert "x.db" in repr(storage)
+        assert storage.delete_conversation("s")
