@@ -7,8 +7,8 @@ import multiprocessing
 
 import pytest
 
-from convtree import ConflictError, ConversationState, open_storage
-from convtree.testing import run_with_storage
+from convtree import ConversationState, open_storage
+from convtree.testing import append_and_save, run_with_storage
 
 PROCESSES = 10
 WRITERS_EACH = 5
@@ -17,19 +17,12 @@ WRITERS_EACH = 5
 def _write(url: str, first: int) -> None:
     async def main() -> None:
         async with open_storage(url) as storage:
-
-            async def writer(i: int) -> None:
-                while True:
-                    state = await storage.load_conversation("busy")
-                    assert state is not None
-                    state.add_message("user", f"writer {i}")
-                    try:
-                        await storage.save_conversation(state)
-                        return
-                    except ConflictError:  # pragma: no cover - appends merge
-                        continue
-
-            await asyncio.gather(*(writer(first + k) for k in range(WRITERS_EACH)))
+            await asyncio.gather(
+                *(
+                    append_and_save(storage, "busy", f"writer {first + k}")
+                    for k in range(WRITERS_EACH)
+                )
+            )
 
     asyncio.run(main())
 

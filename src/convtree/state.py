@@ -653,18 +653,16 @@ class ConversationState:
         if parent.children:
             self._leaf_count += 1
         memo = self._path_memo
-        if memo is not None and memo[0] is parent:
-            summary = memo[1]
-            first_user = summary.first_user
+        summary = None
+        if memo is not None and memo[0] is parent:  # appending below a known path
+            first_user = memo[1].first_user
             if first_user is None and node.role == "user":
                 first_user = node
-            memo = (parent, PathSummary(summary.message_count + 1, first_user))
-        else:
-            memo = None
+            summary = PathSummary(memo[1].message_count + 1, first_user)
         tree = Tree(node, parent)
         self._index[node.node_id] = tree
         self._cursor = tree
-        self._path_memo = None if memo is None else (tree, memo[1])
+        self._path_memo = None if summary is None else (tree, summary)
         if self._journal is not None:
             self._journal.added[node.node_id] = None
         self._lookup = None

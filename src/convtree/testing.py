@@ -28,7 +28,7 @@ from .errors import ConflictError, FilterError, StorageError
 from .state import ConversationState
 from .storage import ConversationStorage, open_storage
 
-__all__ = ["StorageConformance", "exotic_conversation", "run_with_storage"]
+__all__ = ["StorageConformance", "append_and_save", "exotic_conversation", "run_with_storage"]
 
 T = TypeVar("T")
 
@@ -41,6 +41,19 @@ def run_with_storage(url: str, body: Callable[[ConversationStorage], Awaitable[T
             return await body(storage)
 
     return asyncio.run(main())
+
+
+async def append_and_save(storage: ConversationStorage, conversation_id: str, text: str) -> None:
+    """What one concurrent writer does: load, add a user message, save; reload on conflict."""
+    while True:
+        state = await storage.load_conversation(conversation_id)
+        assert state is not None
+        state.add_message("user", text)
+        try:
+            await storage.save_conversation(state)
+            return
+        except ConflictError:  # pragma: no cover - appends merge
+            continue
 
 
 def exotic_conversation(conversation_id: str = "exotic") -> ConversationState:
@@ -303,21 +316,13 @@ class StorageConformance:
             # Ten storages (as ten processes would open), five writers on each.
             storages = [await open_storage(store_url) for _ in range(10)]
 
-            async def writer(i: int) -> None:
-                mine = storages[i % len(storages)]
-                if True:
-                    while True:
-                        mine_state = await mine.load_conversation("busy")
-                        assert mine_state is not None
-                        mine_state.add_message("user", f"writer {i}")
-                        try:
-                            await mine.save_conversation(mine_state)
-                            return
-                        except ConflictError:  # pragma: no cover - appends merge
-                            continue
-
             try:
-                await asyncio.gather(*(writer(i) for i in range(writers)))
+                await asyncio.gather(
+                    *(
+                        append_and_save(storages[i % len(storages)], "busy", f"writer {i}")
+                        for i in range(writers)
+                    )
+                )
             finally:
                 for mine in storages:
                     await mine.close()

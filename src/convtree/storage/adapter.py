@@ -264,7 +264,7 @@ class DataknobsConversationStorage(ConversationStorage):
                         "loaded; pass overwrite=True to store it again",
                         conversation_id=cid,
                     )
-                await self._write(state, rid, None, full=True)
+                await self._write(state, rid, None, journal=None, full=True)
                 return
             if journal is None:
                 if not overwrite:
@@ -273,11 +273,11 @@ class DataknobsConversationStorage(ConversationStorage):
                         "was not loaded from it; load it, or pass overwrite=True to replace it",
                         conversation_id=cid,
                     )
-                await self._write(state, rid, head, full=True)
+                await self._write(state, rid, head, journal=None, full=True)
                 return
             stored = head["storage"]
             if stored["revision"] == journal.revision:
-                await self._write(state, rid, head, full=full)
+                await self._write(state, rid, head, journal=journal, full=full)
                 return
             await self._merge(state, rid, head, journal, full=full)
 
@@ -372,11 +372,14 @@ class DataknobsConversationStorage(ConversationStorage):
         rid: str,
         head: dict[str, Any] | None,
         *,
+        journal: _Journal | None,
         full: bool,
-        journal: _Journal | None = None,
     ) -> None:
-        """Write a segment and the head at the next revision (under the guard)."""
-        journal = journal if journal is not None else state._journal
+        """Write a segment and the head at the next revision (under the guard).
+
+        ``journal`` is what the state changed since ``head``'s revision; without
+        one (a new conversation, an overwrite) the whole tree is written.
+        """
         old = head["storage"] if head is not None else None
         revision = 1 if old is None else old["revision"] + 1
         segments: list[dict[str, Any]] = [] if old is None or full else list(old["segments"])
@@ -511,7 +514,7 @@ class DataknobsConversationStorage(ConversationStorage):
             "" if metadata_changed else _dumps(theirs._metadata),
             added=dict(journal.added),
         )
-        await self._write(theirs, rid, head, full=False, journal=merged)
+        await self._write(theirs, rid, head, journal=merged, full=False)
         state._adopt(theirs)
 
     async def _select(self, flt: MetadataFilter) -> list[ConversationSummary]:

@@ -25,7 +25,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from ..errors import StorageError
 from .adapter import DataknobsConversationStorage
-from .guards import FileLockGuard, InProcessGuard, PostgresAdvisoryGuard, S3LeaseGuard
+from .guards import FileLockGuard, PostgresAdvisoryGuard, S3LeaseGuard
 
 __all__ = ["DEFAULT_STORE", "default_store_url", "mask_url", "open_storage"]
 
@@ -147,9 +147,7 @@ async def _open_memory(url: str) -> DataknobsConversationStorage:
         db = AsyncMemoryDatabase({})
         if name:
             _MEMORY[name] = db
-    return DataknobsConversationStorage(
-        db, guard=InProcessGuard.for_object(db), name=url if name else f"memory://@{id(db):x}"
-    )
+    return DataknobsConversationStorage(db, name=url if name else f"memory://@{id(db):x}")
 
 
 async def _open_file(url: str) -> DataknobsConversationStorage:
