@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,6 +14,7 @@ from .errors import ConvtreeError
 from .format import document_json_schema
 from .render import render_tree
 from .state import ConversationState
+from .storage.urls import default_store_url, mask_url, open_storage
 
 __all__ = ["build_demo", "main"]
 
@@ -48,24 +51,48 @@ def build_demo() -> ConversationState:
     return state
 
 
+async def save_demo(url: str) -> ConversationState:
+    """Save the demo conversation into the store at ``url`` and load it back.
+
+    The demo always has the id ``"demo"``: running it again replaces the stored
+    demo (``overwrite=True``) and leaves every other conversation alone.
+    """
+    async with open_storage(url) as storage:
+        await storage.save_conversation(build_demo(), overwrite=True)
+        loaded = await storage.load_conversation("demo")
+    assert loaded is not None  # just saved under the guard of this store
+    return loaded
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``convtree`` command."""
     parser = argparse.ArgumentParser(
         prog="convtree", description="Branching LLM conversations as trees."
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="build a branching demo conversation and show it")
-    demo.add_argument("--json", action="store_true", help="print the document instead")
+    demo = sub.add_parser(
+        "demo", help="build a branching demo conversation, save it in a store and show it"
+    )
+    demo.add_argument(
+        "--store",
+        metavar="URL",
+        default=None,
+        help="where to save it (default: $CONVTREE_STORE or the embedded SQLite store)",
+    )
+    demo.add_argument("--json", action="store_true", help="print the stored document instead")
     show = sub.add_parser("show", help="show the tree of a conversation document (any version)")
     show.add_argument("path", type=Path, help="a JSON document, '-' for standard input")
     sub.add_parser("schema", help="print the JSON Schema of the current document format")
     args = parser.parse_args(argv)
     try:
         if args.command == "demo":
-            state = build_demo()
+            url = args.store or default_store_url()
+            state = asyncio.run(save_demo(url))
             if args.json:
                 print(state.to_json(indent=2))
             else:
+                print(f"saved conversation 'demo' in {mask_url(url)}")
+                print()
                 print(render_tree(state))
                 print()
                 print(f"{len(state)} nodes, {len(state.leaves())} branches; active path:")
@@ -77,6 +104,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         text = sys.stdin.read() if str(args.path) == "-" else args.path.read_text("utf-8")
         print(render_tree(ConversationState.from_json(text)))
+        return 0
+    except BrokenPipeError:  # e.g. `convtree demo | head`: not an error of ours
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - Python's own recipe
         return 0
     except ConvtreeError as exc:
         print(f"convtree: error: {exc}", file=sys.stderr)

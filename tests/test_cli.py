@@ -1,0 +1,114 @@
+"""The ``convtree`` command: demo saves into a store, show and schema print."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from convtree import ConversationState, open_storage
+from convtree.cli import build_demo, main
+
+
+def _stored(url: str) -> list[str]:
+    async def ids() -> list[str]:
+        async with open_storage(url) as storage:
+            return [s.conversation_id for s in await storage.list_summaries()]
+
+    return asyncio.run(ids())
+
+
+def test_demo_saves_into_the_default_store_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"sqlite:///{tmp_path}/store.db"
+    monkeypatch.setenv("CONVTREE_STORE", url)
+    assert main(["demo"]) == 0
+    out = capsys.readouterr().out
+    assert f"saved conversation 'demo' in {url}" in out
+    assert "[regenerated]" in out
+    assert "11 nodes, 3 branches" in out
+    assert _stored(url) == ["demo"]
+
+
+def test_demo_again_replaces_only_the_demo(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"file://{tmp_path}/files"
+
+    async def keep() -> None:
+        async with open_storage(url) as storage:
+            other = ConversationState("mine", metadata={"user_id": "alice"})
+            other.add_message("user", "keep me")
+            await storage.save_conversation(other)
+
+    asyncio.run(keep())
+    assert main(["demo", "--store", url]) == 0
+    capsys.readouterr()
+    assert main(["demo", "--store", url, "--json"]) == 0
+    printed = ConversationState.from_json(capsys.readouterr().out)
+
+    async def load(cid: str) -> ConversationState | None:
+        async with open_storage(url) as storage:
+            return await storage.load_conversation(cid)
+
+    assert printed == asyncio.run(load("demo"))  # the stored demo, replaced by the second run
+    assert [m.role for m in printed.get_current_messages()] == ["system", "user", "assistant"]
+    mine = asyncio.run(load("mine"))
+    assert mine is not None
+    assert mine.get_current_messages()[0].content == "keep me"
+    assert sorted(_stored(url)) == ["demo", "mine"]
+
+
+def test_demo_with_a_bad_store_is_a_clear_error_with_the_password_masked(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["demo", "--store", "bogus://user:secret@host/x"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("convtree: error: unknown storage URL scheme 'bogus'")
+    assert "secret" not in err
+
+
+def test_show_reads_a_file_and_standard_input(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "demo.json"
+    path.write_text(build_demo().to_json(), "utf-8")
+    assert main(["show", str(path)]) == 0
+    from_file = capsys.readouterr().out
+    assert "edited-question" in from_file
+    monkeypatch.setattr(sys, "stdin", io.StringIO(path.read_text("utf-8")))
+    assert main(["show", "-"]) == 0
+    assert capsys.readouterr().out == from_file
+
+
+def test_show_of_a_missing_or_broken_document_fails_with_a_message(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["show", str(tmp_path / "nope.json")]) == 1
+    assert "nope.json" in capsys.readouterr().err
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"nodes": [', "utf-8")
+    assert main(["show", str(broken)]) == 1
+    assert capsys.readouterr().err.startswith("convtree: error:")
+
+
+def test_schema_prints_json(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["schema"]) == 0
+    assert json.loads(capsys.readouterr().out)["type"] == "object"
+
+
+def test_the_installed_command_runs_the_demo(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "convtree.cli", "demo", "--store", f"sqlite:///{tmp_path}/d.db"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "saved conversation 'demo'" in done.stdout
