@@ -10,8 +10,10 @@ A filter is a mapping of metadata keys to conditions::
 
 Comparison is JSON comparison, the same on every backend: ``1 == 1.0``, but
 ``True`` is not ``1`` and ``"1"`` is not ``1``; ``$gt``/``$gte``/``$lt``/``$lte``
-compare numbers with numbers and strings with strings, and anything else does
-not match; a missing key matches only ``$ne``, ``$nin`` and ``$exists: false``.
+take a number (not a bool, not NaN) or a string as bound, compare numbers with
+numbers and strings with strings (by code point), and a stored value of another
+type (or NaN) does not match; a missing key matches only ``$ne``, ``$nin`` and
+``$exists: false``.
 
 Backends may narrow the candidates first (see :meth:`MetadataFilter.pushdown`),
 but every row is checked here, so a backend can never return a wrong row.
@@ -202,11 +204,23 @@ def _condition(key: str, path: tuple[str, ...], op: object, value: Any) -> Condi
         raise FilterError(f"{op} for filter key {key!r} takes a list, got {type(value).__name__}")
     if op == "$exists" and not isinstance(value, bool):
         raise FilterError(f"$exists for filter key {key!r} takes true or false, got {value!r}")
+    if op in ("$gt", "$gte", "$lt", "$lte") and not _orderable(value):
+        raise FilterError(
+            f"{op} for filter key {key!r} takes a number or a string, got {value!r}"
+        )
     for v in value if op in ("$in", "$nin") else (value,):
         _check_json(v, key)
     if op in ("$in", "$nin"):
         value = list(value)
     return Condition(path, op, value)
+
+
+def _orderable(value: Any) -> bool:
+    if isinstance(value, str):
+        return True
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return not (isinstance(value, float) and math.isnan(value))
 
 
 def _check_json(value: Any, key: str) -> None:

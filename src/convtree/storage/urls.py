@@ -183,8 +183,6 @@ async def _open_sqlite(url: str) -> DataknobsConversationStorage:
 
 async def _open_s3(url: str) -> DataknobsConversationStorage:
     _import("aioboto3", "s3", url)
-    from dataknobs_data.backends.s3_async import AsyncS3Database
-
     parts = urlsplit(url)
     bucket = parts.netloc
     if not bucket:
@@ -204,7 +202,7 @@ async def _open_s3(url: str) -> DataknobsConversationStorage:
         value = os.environ.get(key.upper())
         if value:
             config[key] = value
-    db = AsyncS3Database(config)
+    db = _s3_database(config)
     await _connected(db, url)
     name = f"s3://{bucket}/{prefix}"
     guard = S3LeaseGuard(client, bucket, base)
@@ -282,6 +280,101 @@ def _postgres_database(config: dict[str, Any], connect: dict[str, Any], url: str
             self._connected = False
 
     return OwnPoolPostgresDatabase(dict(config, ensure_database=False))
+
+
+_S3_READS_AT_ONCE = 32
+
+
+def _s3_database(config: dict[str, Any]) -> Any:
+    import asyncio
+    import json
+
+    from aiobotocore.config import AioConfig
+    from botocore.exceptions import ClientError
+    from dataknobs_data.backends.s3_async import AsyncS3Database
+
+    class _OneClient:
+        """Stands in for the aioboto3 session: every ``client()`` is the same one."""
+
+        def __init__(self, client: Any) -> None:
+            self._client = client
+
+        def client(self, *args: Any, **kwargs: Any) -> Any:
+            return self
+
+        async def __aenter__(self) -> Any:
+            return self._client
+
+        async def __aexit__(self, *exc: object) -> None:
+            return None
+
+    class OneClientS3Database(AsyncS3Database):
+        """dataknobs' S3 backend on one client, with a concurrent search.
+
+        dataknobs-data opens a new S3 client (a new connection pool and
+        credential lookup) on every call, and its ``search`` reads the objects
+        one after another. Here one client lives from ``connect`` to
+        ``close``, and ``search`` reads up to 32 objects at once, skipping the
+        ids convtree never searches (segments, ``<id>~<revision>``).
+        """
+
+        _client_cm: Any = None
+
+        async def connect(self) -> None:
+            if self._connected:
+                return
+            await super().connect()
+            session: Any = self._session
+            cm = session.client(
+                "s3",
+                endpoint_url=self._pool_config.endpoint_url,
+                config=AioConfig(max_pool_connections=_S3_READS_AT_ONCE),
+            )
+            client = await cm.__aenter__()
+            self._client_cm = cm
+            self._session = _OneClient(client)  # type: ignore[assignment]
+
+        async def close(self) -> None:
+            cm, self._client_cm = self._client_cm, None
+            if cm is not None:
+                await cm.__aexit__(None, None, None)
+            await super().close()
+
+        async def search(self, query: Any) -> list[Any]:
+            if query.sort_specs or query.offset_value or query.limit_value or query.fields:
+                raise NotImplementedError("convtree's S3 database searches by filters only")
+            self._check_connection()
+            bucket, prefix = self._pool_config.bucket, f"{self._pool_config.prefix}/"
+            session: Any = self._session
+            async with session.client("s3") as s3:
+                ids = []
+                async for page in s3.get_paginator("list_objects_v2").paginate(
+                    Bucket=bucket, Prefix=prefix
+                ):
+                    for item in page.get("Contents", ()):
+                        key = item["Key"]
+                        rid = key[len(prefix) : -len(".json")]
+                        if key.endswith(".json") and "/" not in rid and "~" not in rid:
+                            ids.append(rid)
+                slots = asyncio.Semaphore(_S3_READS_AT_ONCE)
+
+                async def get(rid: str) -> Any:
+                    async with slots:
+                        try:
+                            response = await s3.get_object(Bucket=bucket, Key=self._get_key(rid))
+                        except ClientError as exc:
+                            if exc.response.get("Error", {}).get("Code") == "NoSuchKey":
+                                return None  # deleted since the listing
+                            raise
+                        body = await response["Body"].read()
+                    record = self._s3_object_to_record(json.loads(body))
+                    record.metadata["id"] = rid
+                    return record
+
+                records = await asyncio.gather(*(get(rid) for rid in ids))
+            return [r for r in records if r is not None and self._matches_filters(r, query.filters)]
+
+    return OneClientS3Database(config)
 
 
 def _identifier(value: str, what: str, url: str) -> str:
