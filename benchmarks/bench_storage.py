@@ -398,8 +398,8 @@ def main() -> None:
             chains = {impl.name: impl.chain(args.nodes, "big") for impl in impls}
             print()
             print(
-                "| backend | library | save at 100 (ms) | save at 10k (ms) | ratio "
-                f"| load 10k (ms) | list 50 of {args.conversations:,} by user_id (ms) |"
+                f"| backend | library | save at 100 (ms) | save at {args.nodes:,} (ms) | ratio "
+                f"| load {args.nodes:,} (ms) | list 50 of {args.conversations:,} by user_id (ms) |"
             )
             print("|---|---|---:|---:|---:|---:|---:|")
             for backend in backends:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -66,3 +67,41 @@ def test_sync_facade_round_trip_and_repr(tmp_path: Path) -> None:
         assert storage.list_conversations() == [state]
         assert "x.db" in repr(storage)
         assert storage.delete_conversation("s")
+
+
+def test_a_newer_major_document_in_the_store_is_refused_and_kept(tmp_path: Path) -> None:
+    """A conversation a future convtree wrote (schema 3.x): a clear error, never rewritten."""
+    from dataknobs_data import Record
+
+    from convtree import SchemaVersionError
+
+    url = f"sqlite://{tmp_path}/x.db"
+
+    async def run() -> None:
+        async with open_storage(url) as storage:
+            state = ConversationState("future", metadata={"user_id": "u"})
+            state.add_message("user", "hi")
+            await storage.save_conversation(state)
+            stale = await storage.load_conversation("future")
+            assert stale is not None
+            # What a newer writer leaves: the next revision, a 3.0.0 document.
+            record = await storage._db.read("future")
+            head = json.loads(record.get_value("head"))
+            head["schema_version"] = "3.0.0"
+            head["storage"]["revision"] += 1
+            fields = {k: record.get_value(k) for k in record.fields}
+            fields.update(revision=head["storage"]["revision"], head=json.dumps(head))
+            await storage._db.upsert("future", Record(fields))
+            before = json.dumps(fields)
+
+            with pytest.raises(SchemaVersionError, match=r"'future'.*upgrade convtree"):
+                await storage.load_conversation("future")
+            stale.add_message("assistant", "hello")
+            with pytest.raises(SchemaVersionError, match="upgrade convtree"):
+                await storage.save_conversation(stale)  # a stale append would merge: refused
+            after = await storage._db.read("future")
+            assert json.dumps({k: after.get_value(k) for k in after.fields}) == before
+            [summary] = await storage.list_summaries({"user_id": "u"})
+            assert summary.conversation_id == "future"  # still listed, metadata readable
+
+    asyncio.run(run())
