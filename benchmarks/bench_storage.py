@@ -134,6 +134,9 @@ def _bucket(endpoint: str) -> str:
 
 
 class Convtree:
+    """How to open a store and build conversations; saving, loading and listing use
+    the method names both libraries share (``save_conversation``, ...)."""
+
     name = "convtree"
 
     def __init__(self, tmp: Path, pg: dict[str, Any] | None, s3: str | None) -> None:
@@ -171,12 +174,6 @@ class Convtree:
         state = ConversationState(f"c{i}", metadata={"user_id": f"u{i % USERS}"})
         state.add_message("user", "hello")
         return state
-
-    async def save(self, storage: Any, state: Any) -> None:
-        await storage.save_conversation(state)
-
-    async def load(self, storage: Any, cid: str) -> Any:
-        return await storage.load_conversation(cid)
 
     def check(self, loaded: Any, state: Any) -> None:
         if loaded != state:
@@ -250,12 +247,6 @@ class Reference:
         self._add(state, "user", "hello")
         return state
 
-    async def save(self, storage: Any, state: Any) -> None:
-        await storage.save_conversation(state)
-
-    async def load(self, storage: Any, cid: str) -> Any:
-        return await storage.load_conversation(cid)
-
     def check(self, loaded: Any, state: Any) -> None:
         if len(loaded.get_current_nodes()) != len(state.get_current_nodes()):
             raise AssertionError("the loaded conversation differs from the saved one")
@@ -282,16 +273,16 @@ async def append_and_save(
     """Median ms of ``saves`` append-and-saves (after a first full save), and load ms."""
     storage = await impl.open(backend)
     try:
-        await _timed(budget, lambda: impl.save(storage, state))
+        await _timed(budget, lambda: storage.save_conversation(state))
         times = []
         for i in range(saves):
             impl.append(state, i)
-            times.append(await _timed(budget, lambda: impl.save(storage, state)))
+            times.append(await _timed(budget, lambda: storage.save_conversation(state)))
         loaded: Any = None
 
         async def load_it() -> None:
             nonlocal loaded
-            loaded = await impl.load(storage, state.conversation_id)
+            loaded = await storage.load_conversation(state.conversation_id)
 
         load = await _timed(budget, load_it)
         impl.check(loaded, state)
@@ -312,7 +303,7 @@ async def listing(impl: Any, backend: str, count: int, budget: float) -> tuple[f
             if time.monotonic() > deadline:
                 raise OverBudget(f"filling stopped at {start} conversations")
             states = [impl.one_message(i) for i in range(start, min(start + batch, count))]
-            await asyncio.gather(*(impl.save(storage, s) for s in states))
+            await asyncio.gather(*(storage.save_conversation(s) for s in states))
         rows = 0
 
         async def run() -> None:
