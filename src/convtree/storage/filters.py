@@ -88,13 +88,8 @@ def json_equal(a: Any, b: Any) -> bool:
 
 
 def _ordered(found: Any, op: str, value: Any) -> bool:
-    numbers = (int, float)
-    if isinstance(found, bool) or isinstance(value, bool):
-        return False
-    if isinstance(found, numbers) and isinstance(value, numbers):
-        if isinstance(found, float) and math.isnan(found):
-            return False
-    elif not (isinstance(found, str) and isinstance(value, str)):
+    # ``value`` passed _orderable when the filter was parsed.
+    if not _orderable(found) or isinstance(found, str) is not isinstance(value, str):
         return False
     if op == "$gt":
         return bool(found > value)
@@ -205,9 +200,7 @@ def _condition(key: str, path: tuple[str, ...], op: object, value: Any) -> Condi
     if op == "$exists" and not isinstance(value, bool):
         raise FilterError(f"$exists for filter key {key!r} takes true or false, got {value!r}")
     if op in ("$gt", "$gte", "$lt", "$lte") and not _orderable(value):
-        raise FilterError(
-            f"{op} for filter key {key!r} takes a number or a string, got {value!r}"
-        )
+        raise FilterError(f"{op} for filter key {key!r} takes a number or a string, got {value!r}")
     for v in value if op in ("$in", "$nin") else (value,):
         _check_json(v, key)
     if op in ("$in", "$nin"):

@@ -319,6 +319,7 @@ def _s3_database(config: dict[str, Any]) -> Any:
         """
 
         _client_cm: Any = None
+        _client: Any = None
 
         async def connect(self) -> None:
             if self._connected:
@@ -330,12 +331,12 @@ def _s3_database(config: dict[str, Any]) -> Any:
                 endpoint_url=self._pool_config.endpoint_url,
                 config=AioConfig(max_pool_connections=_S3_READS_AT_ONCE),
             )
-            client = await cm.__aenter__()
+            self._client = await cm.__aenter__()
             self._client_cm = cm
-            self._session = _OneClient(client)  # type: ignore[assignment]
+            self._session = _OneClient(self._client)  # type: ignore[assignment]
 
         async def close(self) -> None:
-            cm, self._client_cm = self._client_cm, None
+            cm, self._client_cm, self._client = self._client_cm, None, None
             if cm is not None:
                 await cm.__aexit__(None, None, None)
             await super().close()
@@ -345,33 +346,32 @@ def _s3_database(config: dict[str, Any]) -> Any:
                 raise NotImplementedError("convtree's S3 database searches by filters only")
             self._check_connection()
             bucket, prefix = self._pool_config.bucket, f"{self._pool_config.prefix}/"
-            session: Any = self._session
-            async with session.client("s3") as s3:
-                ids = []
-                async for page in s3.get_paginator("list_objects_v2").paginate(
-                    Bucket=bucket, Prefix=prefix
-                ):
-                    for item in page.get("Contents", ()):
-                        key = item["Key"]
-                        rid = key[len(prefix) : -len(".json")]
-                        if key.endswith(".json") and "/" not in rid and "~" not in rid:
-                            ids.append(rid)
-                slots = asyncio.Semaphore(_S3_READS_AT_ONCE)
+            s3 = self._client
+            ids = []
+            async for page in s3.get_paginator("list_objects_v2").paginate(
+                Bucket=bucket, Prefix=prefix
+            ):
+                for item in page.get("Contents", ()):
+                    key = item["Key"]
+                    rid = key[len(prefix) : -len(".json")]
+                    if key.endswith(".json") and "/" not in rid and "~" not in rid:
+                        ids.append(rid)
+            slots = asyncio.Semaphore(_S3_READS_AT_ONCE)
 
-                async def get(rid: str) -> Any:
-                    async with slots:
-                        try:
-                            response = await s3.get_object(Bucket=bucket, Key=self._get_key(rid))
-                        except ClientError as exc:
-                            if exc.response.get("Error", {}).get("Code") == "NoSuchKey":
-                                return None  # deleted since the listing
-                            raise
-                        body = await response["Body"].read()
-                    record = self._s3_object_to_record(json.loads(body))
-                    record.metadata["id"] = rid
-                    return record
+            async def get(rid: str) -> Any:
+                async with slots:
+                    try:
+                        response = await s3.get_object(Bucket=bucket, Key=self._get_key(rid))
+                    except ClientError as exc:
+                        if exc.response.get("Error", {}).get("Code") == "NoSuchKey":
+                            return None  # deleted since the listing
+                        raise
+                    body = await response["Body"].read()
+                record = self._s3_object_to_record(json.loads(body))
+                record.metadata["id"] = rid
+                return record
 
-                records = await asyncio.gather(*(get(rid) for rid in ids))
+            records = await asyncio.gather(*(get(rid) for rid in ids))
             return [r for r in records if r is not None and self._matches_filters(r, query.filters)]
 
     return OneClientS3Database(config)
