@@ -71,8 +71,6 @@ def test_sync_facade_round_trip_and_repr(tmp_path: Path) -> None:
 
 def test_a_newer_major_document_in_the_store_is_refused_and_kept(tmp_path: Path) -> None:
     """A conversation a future convtree wrote (schema 3.x): a clear error, never rewritten."""
-    from dataknobs_data import Record
-
     from convtree import SchemaVersionError
 
     url = f"sqlite://{tmp_path}/x.db"
@@ -85,13 +83,13 @@ def test_a_newer_major_document_in_the_store_is_refused_and_kept(tmp_path: Path)
             stale = await storage.load_conversation("future")
             assert stale is not None
             # What a newer writer leaves: the next revision, a 3.0.0 document.
-            record = await storage._db.read("future")
-            head = json.loads(record.get_value("head"))
+            records = storage.records  # type: ignore[attr-defined]
+            fields = await records.read("future")
+            head = json.loads(fields["head"])
             head["schema_version"] = "3.0.0"
             head["storage"]["revision"] += 1
-            fields = {k: record.get_value(k) for k in record.fields}
             fields.update(revision=head["storage"]["revision"], head=json.dumps(head))
-            await storage._db.upsert("future", Record(fields))
+            await records.write("future", fields)
             before = json.dumps(fields)
 
             with pytest.raises(SchemaVersionError, match=r"'future'.*upgrade convtree"):
@@ -99,8 +97,7 @@ def test_a_newer_major_document_in_the_store_is_refused_and_kept(tmp_path: Path)
             stale.add_message("assistant", "hello")
             with pytest.raises(SchemaVersionError, match="upgrade convtree"):
                 await storage.save_conversation(stale)  # a stale append would merge: refused
-            after = await storage._db.read("future")
-            assert json.dumps({k: after.get_value(k) for k in after.fields}) == before
+            assert json.dumps(await records.read("future")) == before
             [summary] = await storage.list_summaries({"user_id": "u"})
             assert summary.conversation_id == "future"  # still listed, metadata readable
 

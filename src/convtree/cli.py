@@ -14,7 +14,8 @@ from .errors import ConvtreeError
 from .format import document_json_schema
 from .render import render_tree
 from .state import ConversationState
-from .storage.urls import default_store_url, mask_url, open_storage
+from .storage.registry import open_storage
+from .storage.urls import default_store_url, mask_url
 
 __all__ = ["build_demo", "main"]
 
@@ -60,7 +61,7 @@ async def save_demo(url: str) -> ConversationState:
     async with open_storage(url) as storage:
         await storage.save_conversation(build_demo(), overwrite=True)
         loaded = await storage.load_conversation("demo")
-    assert loaded is not None  # just saved under the guard of this store
+    assert loaded is not None  # just saved
     return loaded
 
 

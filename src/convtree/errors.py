@@ -11,7 +11,9 @@ each also derives from the built-in exception a caller would naturally catch::
     ├── TreeOperationError (ValueError)     an operation the tree cannot do (prune the root, ...)
     ├── FilterError (ValueError)            a bad listing filter, sort key, limit or offset
     └── StorageError                        a store cannot be opened, used or read
-        └── ConflictError                   a stale save that does not merge: reload
+        ├── ConflictError                   a stale save that does not merge: reload
+        ├── StorageUnavailableError         the store broke off mid-request: retrying is safe
+        └── PreconditionFailed              a backend's conditional write was refused
 
 Messages say what is wrong and where: the JSON path (``nodes[3].message.role``),
 the node id, the version.
@@ -26,8 +28,10 @@ __all__ = [
     "FilterError",
     "FormatError",
     "NodeNotFoundError",
+    "PreconditionFailed",
     "SchemaVersionError",
     "StorageError",
+    "StorageUnavailableError",
     "TreeOperationError",
 ]
 
@@ -118,4 +122,29 @@ class ConflictError(StorageError):
 
     def __init__(self, message: str, *, conversation_id: str | None = None):
         self.conversation_id = conversation_id
+        super().__init__(message)
+
+
+class StorageUnavailableError(StorageError):
+    """The store could not be reached, or the connection broke during a request.
+
+    Whether the last write took effect is unknown; saving the same state again
+    is always safe (a save that already happened is recognized and not applied
+    twice). convtree retries a few times before raising this.
+    """
+
+
+class PreconditionFailed(StorageError):
+    """A conditional write found another revision than it expected (raised by backends).
+
+    The conversation storage catches it, reads the newer revision and merges or
+    raises :class:`ConflictError`; users see it only when calling a
+    :class:`~convtree.storage.records.RecordStore` directly.
+
+    Attributes:
+        key: The record key whose write was refused.
+    """
+
+    def __init__(self, message: str, *, key: str | None = None):
+        self.key = key
         super().__init__(message)

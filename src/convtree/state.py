@@ -14,7 +14,14 @@ from dataknobs_structures import Tree
 from pydantic import ValidationError
 
 from ._json import copy_json, format_error_from_validation, gc_paused
-from .errors import AmbiguousReferenceError, FormatError, NodeNotFoundError, TreeOperationError
+from .changes import ChangeSet, SavedRevision
+from .errors import (
+    AmbiguousReferenceError,
+    ConflictError,
+    FormatError,
+    NodeNotFoundError,
+    TreeOperationError,
+)
 from .format import CURRENT_SCHEMA_VERSION, ParsedDocument, parse_document
 from .message import Message
 from .migrations import parse_schema_version, upgrade_document
@@ -37,15 +44,18 @@ def _now() -> datetime:
 class _Journal:
     """What changed since the state was last loaded from or saved to a store.
 
-    Storage reads it to write only what changed (see ``convtree.storage``).
+    :meth:`ConversationState.changes` publishes it as a :class:`ChangeSet`.
     """
 
-    store_key: str  # which store the revision belongs to
-    revision: int  # the stored revision this state was loaded from / saved as
+    base: SavedRevision  # the stored revision this state was loaded at / saved as
     base_metadata: str  # the conversation metadata at that revision, as JSON text
     added: dict[str, None] = field(default_factory=dict)  # new node ids, in order
     changed: set[str] = field(default_factory=set)  # stored nodes marked changed
     removed: set[str] = field(default_factory=set)  # stored nodes pruned
+
+
+def _metadata_text(metadata: Any) -> str:
+    return json.dumps(metadata, ensure_ascii=True, separators=(",", ":"))
 
 
 @dataclass(frozen=True)
@@ -526,6 +536,157 @@ class ConversationState:
         self._path_memo = (self._cursor, summary)
         return summary
 
+    # ------------------------------------------------------------------ saving
+
+    @property
+    def saved_revision(self) -> SavedRevision | None:
+        """The stored revision this state was loaded at or last saved as (``None``: never)."""
+        journal = self._journal
+        return None if journal is None else journal.base
+
+    def changes(self, *, full: bool = False) -> ChangeSet:
+        """What changed since :attr:`saved_revision`, as a value a store can write.
+
+        O(number of changes) (plus the conversation metadata); the whole tree
+        when the state was never saved, or with ``full=True``.
+
+        Raises:
+            FormatError: metadata added since holds a value JSON cannot represent.
+        """
+        journal = self._journal
+        head = self.head_fields()
+        if journal is None or full:
+            doc = self.to_dict()
+            return ChangeSet(
+                conversation_id=self.conversation_id,
+                base=None if journal is None else journal.base,
+                full=True,
+                nodes=tuple(doc["nodes"]),
+                edges=tuple(doc["edges"]),
+                added=(),
+                changed=(),
+                removed=(),
+                metadata_changed=True,
+                head=head,
+            )
+        index = self._index
+        added = tuple(journal.added)
+        changed = tuple(sorted(i for i in journal.changed if i in index))
+        nodes = [index[i].data.to_dict() for i in added]
+        nodes.extend(index[i].data.to_dict() for i in changed)
+        return ChangeSet(
+            conversation_id=self.conversation_id,
+            base=journal.base,
+            full=False,
+            nodes=tuple(nodes),
+            edges=tuple([index[i].parent.data.node_id, i] for i in added),  # type: ignore[union-attr]
+            added=added,
+            changed=changed,
+            removed=tuple(sorted(journal.removed)),
+            metadata_changed=_metadata_text(self._metadata) != journal.base_metadata,
+            head=head,
+        )
+
+    def mark_saved(self, revision: SavedRevision) -> None:
+        """Record that the state is stored as ``revision``: nothing is pending any more.
+
+        Stores call this after loading a state and after writing its changes.
+        """
+        if not isinstance(revision, SavedRevision):
+            raise TypeError(f"mark_saved takes a SavedRevision, got {type(revision).__name__}")
+        self._journal = _Journal(revision, _metadata_text(self._metadata))
+
+    def rebase(self, upstream: ConversationState, *, full: bool = False) -> None:
+        """Put this state's pending changes on top of ``upstream``, a newer stored revision.
+
+        ``upstream`` is the same conversation as another writer saved it (loaded
+        from the store, so its :attr:`saved_revision` is set); it is consumed.
+        Afterwards this state holds upstream's tree plus the nodes this state
+        added, its cursor, and its metadata if it changed them; its pending
+        changes are those appends, based on upstream's revision. Changes that
+        upstream already holds (a save retried after its outcome was unknown)
+        are not applied twice.
+
+        Raises:
+            ConflictError: the changes cannot merge: this state pruned or changed
+                existing nodes (or ``full``), the other writer did, or both
+                changed the conversation metadata. This state is unchanged.
+            TreeOperationError: ``upstream`` is another conversation, or either
+                state has no revision in the same store.
+        """
+        journal = self._journal
+        theirs = upstream.saved_revision
+        if (
+            upstream.conversation_id != self.conversation_id
+            or journal is None
+            or theirs is None
+            or theirs.store != journal.base.store
+        ):
+            raise TreeOperationError(
+                "rebase needs this conversation as stored in the store this state was loaded from"
+            )
+        base = journal.base
+        mine = _metadata_text(self._metadata)
+        metadata_changed = mine != journal.base_metadata
+        reason = None
+        if full:
+            reason = "a full save would replace their changes"
+        elif journal.removed:
+            reason = "this state pruned nodes"
+        elif journal.changed:
+            reason = "this state changed existing nodes"
+        elif theirs.destructive_at > base.number:
+            reason = "the other writer pruned or changed existing nodes"
+        elif (
+            metadata_changed
+            and theirs.metadata_at > base.number
+            and _metadata_text(upstream._metadata) != mine
+        ):
+            reason = "both changed the conversation metadata"
+        pending: dict[str, None] = {}
+        if reason is None:
+            theirs_index = upstream._index
+            for node_id in journal.added:
+                tree = self._index[node_id]
+                assert tree.parent is not None  # only the root has no parent
+                parent_id = tree.parent.data.node_id
+                stored = theirs_index.get(node_id)
+                if stored is not None:
+                    same = (
+                        stored.parent is not None
+                        and stored.parent.data.node_id == parent_id
+                        and _metadata_text(stored.data.to_dict())
+                        == _metadata_text(tree.data.to_dict())
+                    )
+                    if not same:
+                        reason = f"node {node_id!r} cannot be merged (its id is taken)"
+                        break
+                elif parent_id not in theirs_index and parent_id not in pending:
+                    reason = f"node {node_id!r} cannot be merged (its parent is gone)"
+                    break
+                else:
+                    pending[node_id] = None
+        if reason is not None:
+            if _metadata_text(upstream.to_dict()) == _metadata_text(self.to_dict()):
+                self._take(upstream)  # already stored: a retried save
+                return
+            raise ConflictError(
+                f"conversation {self.conversation_id!r} was saved by another writer "
+                f"(revision {theirs.number}; this state has revision {base.number}) and "
+                f"{reason}; load it again and redo the change",
+                conversation_id=self.conversation_id,
+            )
+        for node_id in pending:
+            tree = self._index[node_id]
+            assert tree.parent is not None
+            upstream._attach(upstream._index[tree.parent.data.node_id], tree.data)
+        upstream._cursor = upstream._index[self.current_node_id]
+        upstream._path_memo = None
+        upstream.updated_at = max(upstream.updated_at, self.updated_at)
+        if metadata_changed:
+            upstream._metadata = self._metadata
+        self._take(upstream)
+
     # ------------------------------------------------------------- serializing
 
     def to_dict(self) -> dict[str, Any]:
@@ -629,8 +790,8 @@ class ConversationState:
 
     # ---------------------------------------------------------------- internal
 
-    def _adopt(self, other: ConversationState) -> None:
-        """Take ``other``'s tree and fields (storage: after merging other writers' saves)."""
+    def _take(self, other: ConversationState) -> None:
+        """Take ``other``'s tree, fields and journal (``other`` is consumed)."""
         for name in (
             "_root",
             "_index",

@@ -23,9 +23,8 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from .state import ConversationState
-from .storage.adapter import DataknobsConversationStorage
-from .storage.base import ConversationSummary
-from .storage.urls import open_storage as _open_async
+from .storage.base import ConversationStorage, ConversationSummary
+from .storage.registry import open_storage as _open_async
 
 __all__ = ["SyncStorage", "open_storage"]
 
@@ -42,7 +41,7 @@ class SyncStorage:
         )
         self._thread.start()
         try:
-            self._storage: DataknobsConversationStorage = self._run(_open_async(url)._open())
+            self._storage: ConversationStorage = self._run(_open_async(url)._open())
         except BaseException:
             self._stop()
             raise
@@ -56,12 +55,12 @@ class SyncStorage:
         self._loop.close()
 
     def __repr__(self) -> str:
-        return f"SyncStorage({self._storage.name})"
+        return f"SyncStorage({getattr(self._storage, 'name', self._storage)})"
 
     @property
     def compare_and_set(self) -> str:
         """What serializes saves of one conversation (see the async storage)."""
-        return self._storage.compare_and_set
+        return str(getattr(self._storage, "compare_and_set", "unknown"))
 
     def save_conversation(
         self, state: ConversationState, *, full: bool = False, overwrite: bool = False

@@ -109,7 +109,7 @@ class StorageConformance:
             for i in range(40):
                 state.add_message("user" if i % 2 else "assistant", f"message {i}")
                 await storage.save_conversation(state)
-                revisions.append(state._journal.revision if state._journal else None)
+                revisions.append(state.saved_revision.number if state.saved_revision else None)
             loaded = await storage.load_conversation("chat")
             return [revisions, loaded]
 

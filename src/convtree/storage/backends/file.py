@@ -1,4 +1,4 @@
-"""A crash-safe, multi-process file database implementing dataknobs-data's interface.
+"""``file:///dir``: a crash-safe, multi-process file database, and its record store.
 
 dataknobs-data's own file backend keeps every record in one JSON file that it
 rewrites on each write, without fsync and without locking; two processes lose
@@ -16,6 +16,15 @@ Record ids become file names injectively: ``A-Z a-z 0-9 _ -`` stay, every other
 character is percent-encoded (``.``, ``/`` and NUL included, so no id can
 leave the directory), and a name that would be too long is shortened with a
 hash suffix. Temporary files start with ``.tmp-`` and are ignored.
+
+:class:`FileRecordStore` makes the conditional write of a head atomic across
+processes: the compare (read the head file) and the write (rename over it)
+happen while holding an ``flock`` on one of 64 lock files in ``<dir>/.locks/``
+(chosen by a hash of the key, so the lock files stay few). A killed writer's
+lock is released by the kernel; a writer stalled while holding one makes
+others wait at most ``lock_timeout`` seconds (``?lock_timeout=`` in the URL,
+default 30), then fail with a StorageError. Locks need a local file system:
+``flock`` over NFS is not reliable.
 """
 
 from __future__ import annotations
@@ -24,18 +33,30 @@ import asyncio
 import hashlib
 import json
 import os
+import random
+import time
 import uuid
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from dataknobs_data import AsyncDatabase, Query, Record
 from dataknobs_data.database_utils import process_search_results
 from dataknobs_data.query_logic import ComplexQuery
 
-from ..errors import StorageError
+from ...errors import PreconditionFailed, StorageError
+from ..records import Capabilities, IfRevision, PutMode, check_mode
+from ..records import Record as Fields
+from ..urls import local_path, query
+from .dataknobs import DataknobsRecordStore
 
-__all__ = ["FileDatabase"]
+if TYPE_CHECKING:
+    from ..adapter import DataknobsConversationStorage
+
+__all__ = ["FileDatabase", "FileRecordStore", "open_file"]
+
+LOCK_STRIPES = 64
 
 _MAX_NAME = 200
 
@@ -204,3 +225,109 @@ class FileDatabase(AsyncDatabase):
 
     async def stream_write(self, records: Any, config: Any = None) -> Any:
         raise StorageError("the convtree file store does not stream; use upsert()")
+
+
+class FileRecordStore(DataknobsRecordStore):
+    """Records as files (a :class:`FileDatabase`); conditional writes under a file lock."""
+
+    capabilities = Capabilities(
+        compare_and_set="rename under a file lock (processes on this host)",
+        filters=True,
+    )
+
+    def __init__(self, db: FileDatabase, *, lock_timeout: float = 30.0) -> None:
+        super().__init__(db, name=f"file://{db.directory}", owns_db=True)
+        self.files = db
+        self.lock_timeout = lock_timeout
+        self._lock_dir = db.directory / ".locks"
+
+    async def write(self, key: str, record: Fields, mode: PutMode = "overwrite") -> None:
+        check_mode(mode)
+        if mode == "overwrite":
+            await self._upsert(key, record)
+            return
+        await self.commit(
+            key,
+            record,
+            expect=mode.revision if isinstance(mode, IfRevision) else None,
+            segments={},
+        )
+
+    async def commit(
+        self,
+        key: str,
+        head: Fields,
+        *,
+        expect: int | None,
+        segments: Mapping[str, Fields],
+        obsolete: Sequence[str] = (),
+    ) -> None:
+        fd = await self._lock(key)
+        try:
+            await asyncio.to_thread(self._commit, key, head, expect, segments, obsolete)
+        finally:
+            os.close(fd)  # closing releases the lock
+
+    def _commit(
+        self,
+        key: str,
+        head: Fields,
+        expect: int | None,
+        segments: Mapping[str, Fields],
+        obsolete: Sequence[str],
+    ) -> None:
+        files = self.files
+        current = files._read_file(files._path(key))
+        if expect is None and current is not None:
+            raise PreconditionFailed(f"record {key!r} already exists in {self.name}", key=key)
+        if expect is not None and (current is None or current.get_value("revision") != expect):
+            raise PreconditionFailed(
+                f"record {key!r} in {self.name} is not at revision {expect}", key=key
+            )
+        for segment_key, segment in segments.items():
+            files._write_file(files._path(segment_key), segment_key, Record(segment))
+        files._write_file(files._path(key), key, Record(dict(head)))
+        for stale in obsolete:
+            files._delete_file(files._path(stale))
+
+    async def _lock(self, key: str) -> int:
+        import fcntl
+
+        stripe = int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) % LOCK_STRIPES
+        self._lock_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self._lock_dir / f"{stripe:02d}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        # Poll without blocking: a thread blocked in flock() per waiting writer
+        # would exhaust the executor the lock holder needs.
+        deadline = time.monotonic() + self.lock_timeout
+        delay = 0.001
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return fd
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    os.close(fd)
+                    raise StorageError(
+                        f"{self.name}: timed out after {self.lock_timeout:g} s waiting for the "
+                        f"lock of record {key!r} (a writer stalled while saving?)"
+                    ) from None
+                await asyncio.sleep(delay * (1 + random.random()))
+                delay = min(delay * 2, 0.05)
+            except BaseException:
+                os.close(fd)
+                raise
+
+
+async def open_file(url: str) -> DataknobsConversationStorage:
+    """``file:///dir`` (``?fsync=0`` skips fsync, for throw-away data; ``?lock_timeout=s``)."""
+    from ..adapter import DataknobsConversationStorage
+
+    directory = local_path(url, "file store")
+    params = query(url)
+    try:
+        lock_timeout = float(params.get("lock_timeout", "30"))
+    except ValueError:
+        raise StorageError(f"lock_timeout in {url!r} must be a number of seconds") from None
+    db = FileDatabase({"path": str(directory), "fsync": params.get("fsync") != "0"})
+    await db.connect()
+    return DataknobsConversationStorage(FileRecordStore(db, lock_timeout=lock_timeout))

@@ -1,0 +1,150 @@
+"""Any dataknobs-data ``AsyncDatabase`` as a record store, and ``dataknobs-memory://``.
+
+dataknobs-data has no conditional write, so :class:`DataknobsRecordStore`
+makes one with an asyncio lock per key held around the compare and the write:
+correct among the writers of one process only, which its capabilities say.
+The backends :func:`~convtree.open_storage` opens over dataknobs-data
+(``file``, ``sqlite``, ``postgres``, ``s3``) subclass it and replace the lock
+with the database's own atomic conditional write.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+from weakref import WeakKeyDictionary
+
+from ...errors import PreconditionFailed, StorageError
+from .._locks import KeyLocks
+from ..records import Capabilities, IfRevision, PutMode, Record, RecordStore, check_mode
+
+if TYPE_CHECKING:
+    from dataknobs_data import AsyncDatabase
+
+    from ..adapter import DataknobsConversationStorage
+
+__all__ = ["DataknobsRecordStore", "open_dataknobs_memory"]
+
+_NAMED: dict[str, Any] = {}
+_LOCKS: WeakKeyDictionary[Any, KeyLocks] = WeakKeyDictionary()
+
+
+def _locks_for(db: Any) -> KeyLocks:
+    """One set of key locks per database object, shared by every store over it."""
+    try:
+        return _LOCKS.setdefault(db, KeyLocks())
+    except TypeError:  # not weak-referenceable
+        return KeyLocks()
+
+
+class DataknobsRecordStore(RecordStore):
+    """Records as dataknobs-data records (one field per record key) in ``db``.
+
+    Args:
+        db: A dataknobs-data ``AsyncDatabase``.
+        name: The store's name in errors; derived from the database by default.
+        filters: The database can filter nested fields (``meta.user_id``).
+        owns_db: Close ``db`` in :meth:`close`.
+    """
+
+    capabilities = Capabilities(
+        compare_and_set="in-process lock (writers in this process)",
+        filters=True,
+        cross_process=False,
+    )
+
+    def __init__(
+        self,
+        db: AsyncDatabase,
+        *,
+        name: str | None = None,
+        filters: bool = True,
+        owns_db: bool = False,
+    ) -> None:
+        self.db = db
+        self.name = name or f"{type(db).__name__}@{id(db):x}"
+        self._owns_db = owns_db
+        self._key_locks = _locks_for(db)
+        if not filters:
+            self.capabilities = Capabilities(
+                compare_and_set=self.capabilities.compare_and_set,
+                atomic_commit=self.capabilities.atomic_commit,
+                filters=False,
+                cross_process=self.capabilities.cross_process,
+            )
+
+    async def read(self, key: str) -> Record | None:
+        record = await self.db.read(key)
+        if record is None:
+            return None
+        return {name: record.get_value(name) for name in record.fields}
+
+    async def write(self, key: str, record: Record, mode: PutMode = "overwrite") -> None:
+        check_mode(mode)
+        if mode == "overwrite":
+            await self._upsert(key, record)
+            return
+        async with self._key_locks(key):
+            current = await self.read(key)
+            if mode == "create" and current is not None:
+                raise PreconditionFailed(f"record {key!r} already exists in {self.name}", key=key)
+            if isinstance(mode, IfRevision) and (
+                current is None or current.get("revision") != mode.revision
+            ):
+                raise PreconditionFailed(
+                    f"record {key!r} in {self.name} is not at revision {mode.revision}", key=key
+                )
+            await self._upsert(key, record)
+
+    async def _upsert(self, key: str, record: Record) -> None:
+        from dataknobs_data import Record as DataknobsRecord
+
+        await self.db.upsert(key, DataknobsRecord(dict(record)))
+
+    async def delete(self, key: str) -> bool:
+        return bool(await self.db.delete(key))
+
+    async def scan_heads(
+        self, where: Sequence[tuple[tuple[str, ...], str]] = ()
+    ) -> AsyncIterator[Record]:
+        from dataknobs_data import Filter, Operator, Query
+
+        filters = [Filter("kind", Operator.EQ, "head")]
+        if self.capabilities.filters:
+            for path, value in where:
+                filters.append(Filter("meta." + ".".join(path), Operator.EQ, value))
+        for record in await self.db.search(Query(filters=filters)):
+            yield {name: record.get_value(name) for name in record.fields}
+
+    async def close(self) -> None:
+        if self._owns_db:
+            await self.db.close()
+
+
+async def connected(db: Any, url: str) -> None:
+    """Connect a dataknobs-data database, as a StorageError naming ``url`` if it fails."""
+    from ..urls import mask_url, scrub
+
+    try:
+        await db.connect()
+    except StorageError:
+        raise
+    except Exception as exc:
+        raise StorageError(f"cannot open {mask_url(url)}: {scrub(str(exc), url)}") from None
+
+
+async def open_dataknobs_memory(url: str) -> DataknobsConversationStorage:
+    """``dataknobs-memory://[name]``: dataknobs-data's own memory backend."""
+    from dataknobs_data.backends.memory import AsyncMemoryDatabase
+
+    from ..adapter import DataknobsConversationStorage
+
+    name = urlsplit(url).netloc
+    db = _NAMED.get(name) if name else None
+    if db is None:
+        db = AsyncMemoryDatabase({})
+        if name:
+            _NAMED[name] = db
+    label = url if name else f"dataknobs-memory://@{id(db):x}"
+    return DataknobsConversationStorage(DataknobsRecordStore(db, name=label))

@@ -1,0 +1,103 @@
+"""``memory://``: records in a dict, thread-free and dependency-free.
+
+Runs where threads cannot start (Pyodide / WebAssembly) and imports neither
+dataknobs-data nor any driver. Every operation completes in one step of the
+event loop, so the compare and the write of a conditional write cannot be
+interleaved with another writer's. ``memory://name`` is one store shared by
+every storage opened with that name in this process (until the process ends);
+``memory://`` is a fresh store.
+"""
+
+from __future__ import annotations
+
+import copy
+import secrets
+import threading
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+from ...errors import PreconditionFailed
+from ..adapter import DataknobsConversationStorage
+from ..records import Capabilities, IfRevision, PutMode, Record, RecordStore, check_mode
+
+__all__ = ["MemoryRecordStore", "open_memory"]
+
+_NAMED: dict[str, MemoryRecordStore] = {}
+
+
+class MemoryRecordStore(RecordStore):
+    """Records in a dict of this process; each read and write copies the record."""
+
+    capabilities = Capabilities(
+        compare_and_set="compare and set in one step (writers in this process)",
+        atomic_commit=True,
+        cross_process=False,
+    )
+
+    def __init__(self, name: str = "memory://") -> None:
+        self.name = name
+        self._records: dict[str, Record] = {}
+        # Only held around synchronous dict work, never across an await: it
+        # matters only when several event loops (threads) share a named store.
+        self._mutex = threading.Lock()
+
+    async def read(self, key: str) -> Record | None:
+        record = self._records.get(key)
+        return None if record is None else copy.deepcopy(record)
+
+    async def write(self, key: str, record: Record, mode: PutMode = "overwrite") -> None:
+        check_mode(mode)
+        with self._mutex:
+            self._check(key, mode)
+            self._records[key] = copy.deepcopy(record)
+
+    async def delete(self, key: str) -> bool:
+        with self._mutex:
+            return self._records.pop(key, None) is not None
+
+    async def scan_heads(
+        self, where: Sequence[tuple[tuple[str, ...], str]] = ()
+    ) -> AsyncIterator[Record]:
+        for record in list(self._records.values()):
+            if record.get("kind") == "head":
+                yield copy.deepcopy(record)
+
+    async def commit(
+        self,
+        key: str,
+        head: Record,
+        *,
+        expect: int | None,
+        segments: Mapping[str, Record],
+        obsolete: Sequence[str] = (),
+    ) -> None:
+        with self._mutex:
+            self._check(key, "create" if expect is None else IfRevision(expect))
+            for segment_key, segment in segments.items():
+                self._records[segment_key] = copy.deepcopy(segment)
+            self._records[key] = copy.deepcopy(head)
+            for stale in obsolete:
+                self._records.pop(stale, None)
+
+    def _check(self, key: str, mode: Any) -> None:
+        current = self._records.get(key)
+        if mode == "create" and current is not None:
+            raise PreconditionFailed(f"record {key!r} already exists in {self.name}", key=key)
+        if isinstance(mode, IfRevision) and (
+            current is None or current.get("revision") != mode.revision
+        ):
+            raise PreconditionFailed(
+                f"record {key!r} in {self.name} is not at revision {mode.revision}", key=key
+            )
+
+
+async def open_memory(url: str) -> DataknobsConversationStorage:
+    """Open ``memory://`` (a fresh store) or ``memory://name`` (shared in this process)."""
+    name = urlsplit(url).netloc
+    if not name:
+        return DataknobsConversationStorage(MemoryRecordStore(f"memory://@{secrets.token_hex(6)}"))
+    store = _NAMED.get(name)
+    if store is None:
+        store = _NAMED[name] = MemoryRecordStore(f"memory://{name}")
+    return DataknobsConversationStorage(store)
