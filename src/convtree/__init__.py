@@ -7,6 +7,7 @@ navigated, replayed and persisted as a versioned nodes-and-edges document.
 
 from __future__ import annotations
 
+from .changes import ChangeSet, SavedRevision
 from .errors import (
     AmbiguousReferenceError,
     ConflictError,
@@ -14,8 +15,10 @@ from .errors import (
     FilterError,
     FormatError,
     NodeNotFoundError,
+    PreconditionFailed,
     SchemaVersionError,
     StorageError,
+    StorageUnavailableError,
     TreeOperationError,
 )
 from .format import CURRENT_SCHEMA_VERSION
@@ -34,6 +37,7 @@ from .storage import (
 __all__ = [
     "CURRENT_SCHEMA_VERSION",
     "AmbiguousReferenceError",
+    "ChangeSet",
     "ConflictError",
     "ConversationNode",
     "ConversationState",
@@ -46,8 +50,11 @@ __all__ = [
     "Message",
     "NodeNotFoundError",
     "NodeRef",
+    "PreconditionFailed",
+    "SavedRevision",
     "SchemaVersionError",
     "StorageError",
+    "StorageUnavailableError",
     "TreeOperationError",
     "__version__",
     "open_storage",
