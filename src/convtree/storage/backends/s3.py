@@ -122,19 +122,16 @@ class S3RecordStore(DataknobsRecordStore):
         return json.dumps(self.db._record_to_s3_object(DataknobsRecord(dict(record)))).encode()
 
     async def _get(self, key: str) -> tuple[Record, str] | None:
-        try:
-            with _connection_errors(self.name):
-                try:
-                    response = await self.db.client.get_object(
-                        Bucket=self.bucket, Key=self._object(key)
-                    )
-                except ClientError as exc:
-                    if _not_found(exc):
-                        return None
-                    raise
-                body = await response["Body"].read()
-        except StorageError:
-            raise
+        with _connection_errors(self.name):
+            try:
+                response = await self.db.client.get_object(
+                    Bucket=self.bucket, Key=self._object(key)
+                )
+            except ClientError as exc:
+                if _not_found(exc):
+                    return None
+                raise
+            body = await response["Body"].read()
         try:
             record = self.db._s3_object_to_record(json.loads(body))
             fields = {name: record.get_value(name) for name in record.fields}
