@@ -111,11 +111,9 @@ def _postgres_url(base: str, table: str) -> str:
     return f"{base}{joiner}table={table}"
 
 
-@pytest.fixture(params=BACKENDS)
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A URL of a fresh, empty store on each backend."""
+def fresh_store_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A URL of a fresh, empty store on ``backend`` (starting its server if needed)."""
     name = f"t{uuid.uuid4().hex[:12]}"
-    backend = request.param
     if backend == "memory":
         return f"memory://{name}"
     if backend == "file":
@@ -127,5 +125,15 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     endpoint = request.getfixturevalue("s3_server")
     import boto3
 
-    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket=name)
+    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+    try:
+        client.create_bucket(Bucket=name)
+    finally:
+        client.close()
     return f"s3://{name}/convs?endpoint_url={endpoint}"
+
+
+@pytest.fixture(params=BACKENDS)
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A URL of a fresh, empty store on each backend."""
+    return fresh_store_url(request.param, request, tmp_path)
