@@ -301,7 +301,7 @@ async def listing(impl: Any, backend: str, count: int, budget: float) -> tuple[f
         batch = 1 if (impl.name != "convtree" and backend == "file") else 32
         for start in range(0, count, batch):
             if time.monotonic() > deadline:
-                raise OverBudget(f"filling stopped at {start} conversations")
+                raise OverBudget(f"filling stopped at {start:,} conversations")
             states = [impl.one_message(i) for i in range(start, min(start + batch, count))]
             await asyncio.gather(*(storage.save_conversation(s) for s in states))
         rows = 0
@@ -318,7 +318,7 @@ async def listing(impl: Any, backend: str, count: int, budget: float) -> tuple[f
 def _ms(value: float | None) -> str:
     if value is None:
         return "-"
-    return f"{value:.2f}" if value < 10 else f"{value:.0f}"
+    return f"{value:.2f}" if value < 10 else f"{value:,.0f}"
 
 
 def run_backend(
@@ -343,7 +343,7 @@ def run_backend(
             big, load = asyncio.run(
                 append_and_save(impl, backend, chains[impl.name], saves, budget)
             )
-            ratio = f"{big / small:.2f}" if small is not None else "-"
+            ratio = _ms(big / small) if small is not None else "-"
             cells += [_ms(big), ratio, _ms(load)]
         except OverBudget:
             cells += [f"> {budget:.0f} s", "-", "-"]
