@@ -32,6 +32,7 @@ class MemoryRecordStore(RecordStore):
     capabilities = Capabilities(
         compare_and_set="compare and set in one step (writers in this process)",
         atomic_commit=True,
+        filters=True,
         cross_process=False,
     )
 
@@ -59,9 +60,13 @@ class MemoryRecordStore(RecordStore):
     async def scan_heads(
         self, where: Sequence[tuple[tuple[str, ...], str]] = ()
     ) -> AsyncIterator[Record]:
+        # A shallow copy: heads carry their document as JSON text, and the
+        # storage only reads them; deep copies made listing 4x slower.
         for record in list(self._records.values()):
-            if record.get("kind") == "head":
-                yield copy.deepcopy(record)
+            if record.get("kind") == "head" and all(
+                _meta_value(record.get("meta"), path) == value for path, value in where
+            ):
+                yield dict(record)
 
     async def commit(
         self,
@@ -90,6 +95,14 @@ class MemoryRecordStore(RecordStore):
             raise PreconditionFailed(
                 f"record {key!r} in {self.name} is not at revision {mode.revision}", key=key
             )
+
+
+def _meta_value(meta: Any, path: tuple[str, ...]) -> Any:
+    for part in path:
+        if not isinstance(meta, dict) or part not in meta:
+            return None
+        meta = meta[part]
+    return meta if isinstance(meta, str) else None
 
 
 async def open_memory(url: str) -> DataknobsConversationStorage:
