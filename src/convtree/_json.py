@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import json
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -11,7 +12,7 @@ from pydantic import ValidationError
 
 from .errors import FormatError
 
-__all__ = ["copy_json", "format_error_from_validation", "gc_paused", "json_path"]
+__all__ = ["copy_json", "format_error_from_validation", "gc_paused", "json_path", "json_text"]
 
 _SCALARS = (str, int, float, bool, type(None))
 
@@ -33,6 +34,12 @@ def gc_paused() -> Iterator[None]:
     finally:
         if was_enabled:
             gc.enable()
+
+
+def json_text(value: Any) -> str:
+    """Compact ASCII-only JSON text: exact for every JSON value Python holds (NaN, -0.0,
+    big ints, lone surrogates), storable in any backend, and comparable as text."""
+    return json.dumps(value, ensure_ascii=True, separators=(",", ":"))
 
 
 def copy_json(value: Any, path: str) -> Any:

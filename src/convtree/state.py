@@ -13,7 +13,7 @@ from typing import Any
 from dataknobs_structures import Tree
 from pydantic import ValidationError
 
-from ._json import copy_json, format_error_from_validation, gc_paused
+from ._json import copy_json, format_error_from_validation, gc_paused, json_text
 from .changes import ChangeSet, SavedRevision
 from .errors import (
     AmbiguousReferenceError,
@@ -52,10 +52,6 @@ class _Journal:
     added: dict[str, None] = field(default_factory=dict)  # new node ids, in order
     changed: set[str] = field(default_factory=set)  # stored nodes marked changed
     removed: set[str] = field(default_factory=set)  # stored nodes pruned
-
-
-def _metadata_text(metadata: Any) -> str:
-    return json.dumps(metadata, ensure_ascii=True, separators=(",", ":"))
 
 
 @dataclass(frozen=True)
@@ -583,7 +579,7 @@ class ConversationState:
             added=added,
             changed=changed,
             removed=tuple(sorted(journal.removed)),
-            metadata_changed=_metadata_text(self._metadata) != journal.base_metadata,
+            metadata_changed=json_text(self._metadata) != journal.base_metadata,
             head=head,
         )
 
@@ -594,7 +590,7 @@ class ConversationState:
         """
         if not isinstance(revision, SavedRevision):
             raise TypeError(f"mark_saved takes a SavedRevision, got {type(revision).__name__}")
-        self._journal = _Journal(revision, _metadata_text(self._metadata))
+        self._journal = _Journal(revision, json_text(self._metadata))
 
     def rebase(self, upstream: ConversationState, *, full: bool = False) -> None:
         """Put this state's pending changes on top of ``upstream``, a newer stored revision.
@@ -626,7 +622,7 @@ class ConversationState:
                 "rebase needs this conversation as stored in the store this state was loaded from"
             )
         base = journal.base
-        mine = _metadata_text(self._metadata)
+        mine = json_text(self._metadata)
         metadata_changed = mine != journal.base_metadata
         reason = None
         if full:
@@ -640,7 +636,7 @@ class ConversationState:
         elif (
             metadata_changed
             and theirs.metadata_at > base.number
-            and _metadata_text(upstream._metadata) != mine
+            and json_text(upstream._metadata) != mine
         ):
             reason = "both changed the conversation metadata"
         pending: dict[str, None] = {}
@@ -655,8 +651,7 @@ class ConversationState:
                     same = (
                         stored.parent is not None
                         and stored.parent.data.node_id == parent_id
-                        and _metadata_text(stored.data.to_dict())
-                        == _metadata_text(tree.data.to_dict())
+                        and json_text(stored.data.to_dict()) == json_text(tree.data.to_dict())
                     )
                     if not same:
                         reason = f"node {node_id!r} cannot be merged (its id is taken)"
@@ -667,7 +662,7 @@ class ConversationState:
                 else:
                     pending[node_id] = None
         if reason is not None:
-            if _metadata_text(upstream.to_dict()) == _metadata_text(self.to_dict()):
+            if json_text(upstream.to_dict()) == json_text(self.to_dict()):
                 self._take(upstream)  # already stored: a retried save
                 return
             raise ConflictError(

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from .._json import json_text
 from ..errors import (
     ConflictError,
     FilterError,
@@ -34,7 +35,6 @@ from .layout import (
     MAX_RECORD_ID_LENGTH,
     PREVIEW_LENGTH,
     Head,
-    dumps,
     parse_head,
     plan_save,
     record_id,
@@ -234,7 +234,7 @@ class DataknobsConversationStorage(ConversationStorage):
             if (
                 changes.empty
                 and not changes.metadata_changed
-                and dumps(changes.head) == dumps(head.document)
+                and json_text(changes.head) == json_text(head.document)
             ):
                 state.mark_saved(head.revision)  # nothing to write
                 return True

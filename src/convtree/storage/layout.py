@@ -29,7 +29,7 @@ from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import quote
 
-from .._json import copy_json
+from .._json import copy_json, json_text
 from ..changes import ChangeSet, SavedRevision
 from ..errors import FormatError, SchemaVersionError, StorageError
 from ..state import ConversationState
@@ -73,11 +73,6 @@ def record_id(conversation_id: object) -> str:
             f"({len(encoded)} characters encoded, at most {MAX_RECORD_ID_LENGTH})"
         )
     return encoded
-
-
-def dumps(value: Any) -> str:
-    """ASCII-only JSON text: exact for every JSON value Python holds, storable anywhere."""
-    return json.dumps(value, ensure_ascii=True, separators=(",", ":"))
 
 
 @dataclass(frozen=True)
@@ -265,9 +260,9 @@ class SavePlan:
             "created_at": _utc_text(state.created_at),
             "updated_at": _utc_text(state.updated_at),
             "meta": _storable(copy_json(state.metadata, "metadata")),
-            "head": dumps(head_doc),
+            "head": json_text(head_doc),
         }
-        segment = {"kind": "segment", "payload": dumps(payload)}
+        segment = {"kind": "segment", "payload": json_text(payload)}
         return head, {segment_key: segment}, saved
 
 
