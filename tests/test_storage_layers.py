@@ -320,3 +320,11 @@ def test_sql_identifiers_that_would_fold_or_break_are_refused(table: str, tmp_pa
 
     with pytest.raises(StorageError, match="lower-case SQL identifier"):
         asyncio.run(open_storage(f"sqlite://{tmp_path}/x.db?table={quote(table)}")._open())
+
+
+class TestBareDataknobsDatabase(StorageConformance):
+    """A dataknobs-data database with no conditional write (its in-process-lock commit)."""
+
+    @pytest.fixture
+    def store_url(self) -> str:
+        return f"dataknobs-memory://{uuid.uuid4().hex}"

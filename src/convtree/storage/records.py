@@ -37,6 +37,10 @@ __all__ = [
     "PutMode",
     "Record",
     "RecordStore",
+    "check_expected",
+    "expected_revision",
+    "mode_expecting",
+    "refusal",
 ]
 
 Record = dict[str, Any]
@@ -155,7 +159,7 @@ class RecordStore(ABC):
         for segment_key, segment in segments.items():
             await self.write(segment_key, segment, "create")
         try:
-            await self.write(key, head, "create" if expect is None else IfRevision(expect))
+            await self.write(key, head, mode_expecting(expect))
         except PreconditionFailed:
             for segment_key in segments:
                 await self.delete(segment_key)
@@ -174,3 +178,33 @@ def check_mode(mode: object) -> PutMode:
     ):
         return mode
     raise ValueError(f"unknown write mode {mode!r}: 'create', 'overwrite' or IfRevision(n)")
+
+
+def expected_revision(mode: PutMode) -> int | None:
+    """The ``expect`` of :meth:`RecordStore.commit` for a conditional mode (``"create"``: None)."""
+    return mode.revision if isinstance(mode, IfRevision) else None
+
+
+def mode_expecting(expect: int | None) -> PutMode:
+    """The write mode of a commit's head: ``"create"`` for None, else ``IfRevision(expect)``."""
+    return "create" if expect is None else IfRevision(expect)
+
+
+def refusal(store: str, key: str, expect: int | None) -> PreconditionFailed:
+    """The error of a conditional write that did not hold (``expect`` None: create-only)."""
+    if expect is None:
+        return PreconditionFailed(f"record {key!r} already exists in {store}", key=key)
+    return PreconditionFailed(f"record {key!r} in {store} is not at revision {expect}", key=key)
+
+
+def check_expected(current: Record | None, expect: int | None, *, store: str, key: str) -> None:
+    """Raise :func:`refusal` unless ``current`` (the stored record) meets ``expect``.
+
+    ``expect`` None: there must be no record; an int: the record's ``revision`` is it.
+    """
+    if expect is None:
+        held = current is None
+    else:
+        held = current is not None and current.get("revision") == expect
+    if not held:
+        raise refusal(store, key, expect)

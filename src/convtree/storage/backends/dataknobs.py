@@ -10,14 +10,22 @@ with the database's own atomic conditional write.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 from weakref import WeakKeyDictionary
 
-from ...errors import PreconditionFailed, StorageError
+from ...errors import StorageError
 from .._locks import KeyLocks
-from ..records import Capabilities, IfRevision, PutMode, Record, RecordStore, check_mode
+from ..records import (
+    Capabilities,
+    PutMode,
+    Record,
+    RecordStore,
+    check_expected,
+    check_mode,
+    expected_revision,
+)
 
 if TYPE_CHECKING:
     from dataknobs_data import AsyncDatabase
@@ -81,21 +89,33 @@ class DataknobsRecordStore(RecordStore):
         return {name: record.get_value(name) for name in record.fields}
 
     async def write(self, key: str, record: Record, mode: PutMode = "overwrite") -> None:
+        """Overwrite with :meth:`_upsert`; a conditional write is a commit without segments."""
         check_mode(mode)
         if mode == "overwrite":
             await self._upsert(key, record)
-            return
+        else:
+            await self.commit(key, record, expect=expected_revision(mode), segments={})
+
+    async def commit(
+        self,
+        key: str,
+        head: Record,
+        *,
+        expect: int | None,
+        segments: Mapping[str, Record],
+        obsolete: Sequence[str] = (),
+    ) -> None:
+        """Compare and write under an in-process lock per key (dataknobs-data has no
+        conditional write); subclasses replace it with the database's own."""
         async with self._key_locks(key):
-            current = await self.read(key)
-            if mode == "create" and current is not None:
-                raise PreconditionFailed(f"record {key!r} already exists in {self.name}", key=key)
-            if isinstance(mode, IfRevision) and (
-                current is None or current.get("revision") != mode.revision
-            ):
-                raise PreconditionFailed(
-                    f"record {key!r} in {self.name} is not at revision {mode.revision}", key=key
-                )
-            await self._upsert(key, record)
+            check_expected(await self.read(key), expect, store=self.name, key=key)
+            for segment_key in segments:  # new keys: never overwrite one
+                check_expected(await self.read(segment_key), None, store=self.name, key=segment_key)
+            for segment_key, segment in segments.items():
+                await self._upsert(segment_key, segment)
+            await self._upsert(key, head)
+        for stale in obsolete:
+            await self.delete(stale)
 
     async def _upsert(self, key: str, record: Record) -> None:
         from dataknobs_data import Record as DataknobsRecord

@@ -45,8 +45,8 @@ from dataknobs_data import AsyncDatabase, Query, Record
 from dataknobs_data.database_utils import process_search_results
 from dataknobs_data.query_logic import ComplexQuery
 
-from ...errors import PreconditionFailed, StorageError
-from ..records import Capabilities, IfRevision, PutMode, check_mode
+from ...errors import StorageError
+from ..records import Capabilities, check_expected
 from ..records import Record as Fields
 from ..urls import local_path, query
 from .dataknobs import DataknobsRecordStore
@@ -241,18 +241,6 @@ class FileRecordStore(DataknobsRecordStore):
         self.lock_timeout = lock_timeout
         self._lock_dir = db.directory / ".locks"
 
-    async def write(self, key: str, record: Fields, mode: PutMode = "overwrite") -> None:
-        check_mode(mode)
-        if mode == "overwrite":
-            await self._upsert(key, record)
-            return
-        await self.commit(
-            key,
-            record,
-            expect=mode.revision if isinstance(mode, IfRevision) else None,
-            segments={},
-        )
-
     async def commit(
         self,
         key: str,
@@ -278,12 +266,8 @@ class FileRecordStore(DataknobsRecordStore):
     ) -> None:
         files = self.files
         current = files._read_file(files._path(key))
-        if expect is None and current is not None:
-            raise PreconditionFailed(f"record {key!r} already exists in {self.name}", key=key)
-        if expect is not None and (current is None or current.get_value("revision") != expect):
-            raise PreconditionFailed(
-                f"record {key!r} in {self.name} is not at revision {expect}", key=key
-            )
+        stored = None if current is None else {"revision": current.get_value("revision")}
+        check_expected(stored, expect, store=self.name, key=key)
         for segment_key, segment in segments.items():
             files._write_file(files._path(segment_key), segment_key, Record(segment))
         files._write_file(files._path(key), key, Record(dict(head)))

@@ -17,9 +17,16 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
-from ...errors import PreconditionFailed
 from ..adapter import DataknobsConversationStorage
-from ..records import Capabilities, IfRevision, PutMode, Record, RecordStore, check_mode
+from ..records import (
+    Capabilities,
+    PutMode,
+    Record,
+    RecordStore,
+    check_expected,
+    check_mode,
+    expected_revision,
+)
 
 __all__ = ["MemoryRecordStore", "open_memory"]
 
@@ -50,7 +57,8 @@ class MemoryRecordStore(RecordStore):
     async def write(self, key: str, record: Record, mode: PutMode = "overwrite") -> None:
         check_mode(mode)
         with self._mutex:
-            self._check(key, mode)
+            if mode != "overwrite":
+                self._check(key, expected_revision(mode))
             self._records[key] = copy.deepcopy(record)
 
     async def delete(self, key: str) -> bool:
@@ -78,23 +86,15 @@ class MemoryRecordStore(RecordStore):
         obsolete: Sequence[str] = (),
     ) -> None:
         with self._mutex:
-            self._check(key, "create" if expect is None else IfRevision(expect))
+            self._check(key, expect)
             for segment_key, segment in segments.items():
                 self._records[segment_key] = copy.deepcopy(segment)
             self._records[key] = copy.deepcopy(head)
             for stale in obsolete:
                 self._records.pop(stale, None)
 
-    def _check(self, key: str, mode: Any) -> None:
-        current = self._records.get(key)
-        if mode == "create" and current is not None:
-            raise PreconditionFailed(f"record {key!r} already exists in {self.name}", key=key)
-        if isinstance(mode, IfRevision) and (
-            current is None or current.get("revision") != mode.revision
-        ):
-            raise PreconditionFailed(
-                f"record {key!r} in {self.name} is not at revision {mode.revision}", key=key
-            )
+    def _check(self, key: str, expect: int | None) -> None:
+        check_expected(self._records.get(key), expect, store=self.name, key=key)
 
 
 def _meta_value(meta: Any, path: tuple[str, ...]) -> Any:

@@ -28,8 +28,8 @@ from urllib.parse import unquote, urlsplit
 from dataknobs_data.backends.postgres import AsyncPostgresDatabase
 from dataknobs_data.backends.sql_base import SQLQueryBuilder
 
-from ...errors import PreconditionFailed, StorageError, StorageUnavailableError
-from ..records import Capabilities, IfRevision, PutMode, Record, check_mode
+from ...errors import StorageError, StorageUnavailableError
+from ..records import Capabilities, Record, refusal
 from ..urls import identifier, mask_url, query, require
 from .dataknobs import DataknobsRecordStore, connected
 
@@ -149,18 +149,9 @@ class PostgresRecordStore(DataknobsRecordStore):
             "ON CONFLICT (id) DO UPDATE SET data = EXCLUDED.data, updated_at = now()"
         )
 
-    async def write(self, key: str, record: Record, mode: PutMode = "overwrite") -> None:
-        check_mode(mode)
-        if mode == "overwrite":
-            with _connection_errors(self.name):
-                await self._pool().execute(self._upsert_sql(), key, json.dumps(record))
-            return
-        await self.commit(
-            key,
-            record,
-            expect=mode.revision if isinstance(mode, IfRevision) else None,
-            segments={},
-        )
+    async def _upsert(self, key: str, record: Record) -> None:
+        with _connection_errors(self.name):
+            await self._pool().execute(self._upsert_sql(), key, json.dumps(record))
 
     async def commit(
         self,
@@ -186,9 +177,7 @@ class PostgresRecordStore(DataknobsRecordStore):
                         data,
                     )
                     if status != "INSERT 0 1":
-                        raise PreconditionFailed(
-                            f"record {key!r} already exists in {self.name}", key=key
-                        )
+                        raise refusal(self.name, key, expect)
                 else:
                     status = await conn.execute(
                         f"UPDATE {table} SET data = $2::jsonb, updated_at = now() "
@@ -198,9 +187,7 @@ class PostgresRecordStore(DataknobsRecordStore):
                         expect,
                     )
                     if status != "UPDATE 1":
-                        raise PreconditionFailed(
-                            f"record {key!r} in {self.name} is not at revision {expect}", key=key
-                        )
+                        raise refusal(self.name, key, expect)
                 if obsolete:
                     await conn.execute(
                         f"DELETE FROM {table} WHERE id = ANY($1::text[])", list(obsolete)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
@@ -30,7 +30,15 @@ from botocore.exceptions import BotoCoreError, ClientError
 from dataknobs_data.backends.s3_async import AsyncS3Database
 
 from ...errors import PreconditionFailed, StorageError, StorageUnavailableError
-from ..records import Capabilities, IfRevision, PutMode, Record, check_mode
+from ..records import (
+    Capabilities,
+    IfRevision,
+    PutMode,
+    Record,
+    RecordStore,
+    check_expected,
+    check_mode,
+)
 from ..urls import query, require
 from .dataknobs import DataknobsRecordStore, connected
 
@@ -181,31 +189,14 @@ class S3RecordStore(DataknobsRecordStore):
         if cached is not None and cached[0] == revision:
             return cached[1]
         got = await self._get(key)
-        if got is None or got[0].get("revision") != revision:
-            raise PreconditionFailed(
-                f"record {key!r} in {self.name} is not at revision {revision}", key=key
-            )
+        check_expected(None if got is None else got[0], revision, store=self.name, key=key)
+        assert got is not None
         return got[1]
 
-    async def commit(
-        self,
-        key: str,
-        head: Record,
-        *,
-        expect: int | None,
-        segments: Mapping[str, Record],
-        obsolete: Sequence[str] = (),
-    ) -> None:
-        for segment_key, segment in segments.items():
-            await self.write(segment_key, segment, "overwrite")  # a new, unique key
-        try:
-            await self.write(key, head, "create" if expect is None else IfRevision(expect))
-        except PreconditionFailed:
-            for segment_key in segments:
-                await self.delete(segment_key)
-            raise
-        for stale in obsolete:
-            await self.delete(stale)
+    # A refused conditional PUT of the head leaves the new segments unreferenced:
+    # the record store's default commit (create the segments, conditional head
+    # PUT, delete the segments on refusal) is exactly right here.
+    commit = RecordStore.commit
 
     async def delete(self, key: str) -> bool:
         self._etags.pop(key, None)

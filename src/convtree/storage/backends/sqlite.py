@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ...errors import PreconditionFailed, StorageError
-from ..records import Capabilities, IfRevision, PutMode, Record, check_mode
+from ..records import Capabilities, Record, refusal
 from ..urls import identifier, local_path, query, require
 from .dataknobs import DataknobsRecordStore, connected
 
@@ -61,18 +61,9 @@ class SQLiteRecordStore(DataknobsRecordStore):
         for record in rows:
             yield record
 
-    async def write(self, key: str, record: Record, mode: PutMode = "overwrite") -> None:
-        check_mode(mode)
-        if mode == "overwrite":
-            async with self._connection:
-                await self._transaction([self._put_sql(key, record, None)])
-            return
-        await self.commit(
-            key,
-            record,
-            expect=mode.revision if isinstance(mode, IfRevision) else None,
-            segments={},
-        )
+    async def _upsert(self, key: str, record: Record) -> None:
+        async with self._connection:
+            await self._transaction([self._upsert_sql(key, record)])
 
     async def commit(
         self,
@@ -83,42 +74,40 @@ class SQLiteRecordStore(DataknobsRecordStore):
         segments: Mapping[str, Record],
         obsolete: Sequence[str] = (),
     ) -> None:
-        statements = [self._put_sql(k, r, None) for k, r in segments.items()]
-        statements.append(self._put_sql(key, head, "create" if expect is None else expect))
+        statements: list[tuple[str, list[Any], PreconditionFailed | None]]
+        statements = [self._upsert_sql(k, r) for k, r in segments.items()]
+        statements.append(self._head_sql(key, head, expect))
         statements.extend((f"DELETE FROM {self.table} WHERE id = ?", [k], None) for k in obsolete)
         async with self._connection:
             await self._transaction(statements)
 
-    def _put_sql(
-        self, key: str, record: Record, condition: int | str | None
-    ) -> tuple[str, list[Any], PreconditionFailed | None]:
-        data = json.dumps(record)
-        table = self.table
-        if condition is None:
-            return (
-                f"INSERT INTO {table} (id, data, metadata, created_at, updated_at) "
-                "VALUES (?, ?, NULL, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP) "
-                "ON CONFLICT(id) DO UPDATE SET data = excluded.data, "
-                "updated_at = CURRENT_TIMESTAMP",
-                [key, data],
-                None,
-            )
-        if condition == "create":
-            return (
-                f"INSERT INTO {table} (id, data, metadata, created_at, updated_at) "
-                "VALUES (?, ?, NULL, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP) "
-                "ON CONFLICT(id) DO NOTHING",
-                [key, data],
-                PreconditionFailed(f"record {key!r} already exists in {self.name}", key=key),
-            )
+    def _upsert_sql(self, key: str, record: Record) -> tuple[str, list[Any], None]:
         return (
-            f"UPDATE {table} SET data = ?, updated_at = CURRENT_TIMESTAMP "
-            "WHERE id = ? AND json_extract(data, '$.revision') = ?",
-            [data, key, condition],
-            PreconditionFailed(
-                f"record {key!r} in {self.name} is not at revision {condition}", key=key
-            ),
+            f"INSERT INTO {self.table} (id, data, metadata, created_at, updated_at) "
+            "VALUES (?, ?, NULL, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP) "
+            "ON CONFLICT(id) DO UPDATE SET data = excluded.data, updated_at = CURRENT_TIMESTAMP",
+            [key, json.dumps(record)],
+            None,
         )
+
+    def _head_sql(
+        self, key: str, head: Record, expect: int | None
+    ) -> tuple[str, list[Any], PreconditionFailed]:
+        """The conditional write of a head: create it (``expect`` None) or update it at
+        revision ``expect``; refused unless it changes exactly one row."""
+        data = json.dumps(head)
+        if expect is None:
+            sql = (
+                f"INSERT INTO {self.table} (id, data, metadata, created_at, updated_at) "
+                "VALUES (?, ?, NULL, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP) "
+                "ON CONFLICT(id) DO NOTHING"
+            )
+            return sql, [key, data], refusal(self.name, key, None)
+        sql = (
+            f"UPDATE {self.table} SET data = ?, updated_at = CURRENT_TIMESTAMP "
+            "WHERE id = ? AND json_extract(data, '$.revision') = ?"
+        )
+        return sql, [data, key, expect], refusal(self.name, key, expect)
 
     async def _transaction(
         self, statements: Sequence[tuple[str, list[Any], PreconditionFailed | None]]
