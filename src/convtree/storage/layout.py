@@ -79,30 +79,11 @@ def record_id(conversation_id: object) -> str:
 class Head:
     """A parsed head record."""
 
-    key: str
     conversation_id: str
     revision: SavedRevision
     segments: tuple[tuple[str, int], ...]  # (key, size), oldest first
     document: dict[str, Any]  # the document's top-level fields
     summary: dict[str, Any]
-
-    def state(self, segments: Sequence[dict[str, Any]], where: str) -> ConversationState:
-        """The conversation from this head and its parsed segments (in the head's order)."""
-        folded = fold(segments, drop_tombstones=True)
-        doc = dict(self.document)
-        doc["nodes"] = folded["nodes"]
-        doc["edges"] = folded["edges"]
-        cid = self.conversation_id
-        try:
-            state = ConversationState.from_dict(doc)
-        except SchemaVersionError as exc:
-            raise SchemaVersionError(
-                f"conversation {cid!r} in {where}: {exc}; upgrade convtree to read it"
-            ) from None
-        except FormatError as exc:
-            raise StorageError(f"conversation {cid!r} in {where} is invalid: {exc}") from exc
-        state.mark_saved(self.revision)
-        return state
 
     def summary_row(self) -> ConversationSummary:
         """The list-page row of this conversation."""
@@ -148,7 +129,7 @@ def parse_head(record: dict[str, Any], store: str, cid: str | None = None) -> He
             f"conversation {name!r} in {store}: its head record is corrupt "
             f"({type(exc).__name__}: {exc}); nothing was changed"
         ) from None
-    return Head(str(record.get("key")), conversation_id, revision, segments, doc, summary)
+    return Head(conversation_id, revision, segments, doc, summary)
 
 
 def parse_segment(record: dict[str, Any] | None, store: str, cid: str, key: str) -> dict[str, Any]:
@@ -196,12 +177,31 @@ def fold(segments: Sequence[dict[str, Any]], *, drop_tombstones: bool) -> dict[s
 def state_from_records(
     head: Head, segments: Sequence[dict[str, Any] | None], store: str
 ) -> ConversationState:
-    """Load a conversation from its head and segment records (as read, in the head's order)."""
+    """Load a conversation from its head and segment records (as read, in the head's order).
+
+    Raises:
+        StorageError: a segment is missing or unreadable, or the document is invalid.
+        SchemaVersionError: a newer major version ("upgrade convtree to read it").
+    """
+    cid = head.conversation_id
     parsed = [
-        parse_segment(record, store, head.conversation_id, key)
+        parse_segment(record, store, cid, key)
         for (key, _), record in zip(head.segments, segments, strict=True)
     ]
-    return head.state(parsed, store)
+    folded = fold(parsed, drop_tombstones=True)
+    doc = dict(head.document)
+    doc["nodes"] = folded["nodes"]
+    doc["edges"] = folded["edges"]
+    try:
+        state = ConversationState.from_dict(doc)
+    except SchemaVersionError as exc:
+        raise SchemaVersionError(
+            f"conversation {cid!r} in {store}: {exc}; upgrade convtree to read it"
+        ) from None
+    except FormatError as exc:
+        raise StorageError(f"conversation {cid!r} in {store} is invalid: {exc}") from exc
+    state.mark_saved(head.revision)
+    return state
 
 
 @dataclass(frozen=True)
@@ -242,8 +242,7 @@ class SavePlan:
             ]
             payload = fold([*older, payload], drop_tombstones=not self.keep)
         segment_key = f"{self.key}~{self.revision}-{secrets.token_hex(4)}"
-        size = len(payload["nodes"]) + len(payload["removed"]) + 1
-        segments = [*self.keep, (segment_key, size)]
+        segments = [*self.keep, (segment_key, _size(payload["nodes"], payload["removed"]))]
         saved = changes.saved_as(store, self.revision)
         head_doc = dict(changes.head)
         head_doc["storage"] = {
@@ -277,7 +276,7 @@ def plan_save(changes: ChangeSet, key: str, head: Head | None) -> SavePlan:
     old = head.segments
     if changes.full:
         return SavePlan(changes, key, head, revision, (), (), tuple(k for k, _ in old))
-    size = len(changes.nodes) + len(changes.removed) + 1
+    size = _size(changes.nodes, changes.removed)
     keep = list(old)
     absorb: list[str] = []
     while keep and keep[-1][1] <= 2 * size:
@@ -285,6 +284,11 @@ def plan_save(changes: ChangeSet, key: str, head: Head | None) -> SavePlan:
         absorb.insert(0, segment_key)
         size += segment_size
     return SavePlan(changes, key, head, revision, tuple(keep), tuple(absorb), tuple(absorb))
+
+
+def _size(nodes: Sequence[Any], removed: Sequence[Any]) -> int:
+    """A segment's size for the binary-counter merge: its records, plus one."""
+    return len(nodes) + len(removed) + 1
 
 
 def summarize(state: ConversationState) -> dict[str, Any]:
