@@ -102,3 +102,22 @@ def test_a_newer_major_document_in_the_store_is_refused_and_kept(tmp_path: Path)
             assert summary.conversation_id == "future"  # still listed, metadata readable
 
     asyncio.run(run())
+
+
+def test_a_missing_driver_names_the_extra_that_installs_it() -> None:
+    code = (
+        "import sys, asyncio\n"
+        "sys.modules['asyncpg'] = None\n"
+        "sys.modules['aioboto3'] = None\n"
+        "from convtree import open_storage, StorageError\n"
+        "for url in ['postgresql://u:pw@h/db', 's3://bucket/p']:\n"
+        "    try:\n"
+        "        asyncio.run(open_storage(url)._open())\n"
+        "    except StorageError as exc:\n"
+        "        print(exc)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.splitlines() == [
+        "'postgresql://u:***@h/db' needs asyncpg: pip install 'convtree[postgres]'",
+        "'s3://bucket/p' needs aioboto3: pip install 'convtree[s3]'",
+    ]

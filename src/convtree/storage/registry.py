@@ -93,10 +93,10 @@ def _opener(scheme: str, url: str) -> Opener:
     try:
         builtin: Opener = getattr(importlib.import_module(module), function)
     except ImportError as exc:
-        raise StorageError(
-            f"{mask_url(url)!r} needs {exc.name or 'a package that is missing'}: "
-            f"pip install 'convtree[{_EXTRAS.get(scheme, 'all')}]'"
-        ) from None
+        missing = exc.name or "a package that is missing"
+        extra = _EXTRAS.get(scheme)
+        fix = f"pip install 'convtree[{extra}]'" if extra else f"pip install {missing}"
+        raise StorageError(f"{mask_url(url)!r} needs {missing}: {fix}") from None
     return builtin
 
 

@@ -21,7 +21,6 @@ __all__ = [
     "local_path",
     "mask_url",
     "query",
-    "require",
     "scrub",
 ]
 
@@ -54,16 +53,6 @@ def scrub(message: str, url: str) -> str:
     if password:
         message = message.replace(password, "***").replace(unquote(password), "***")
     return message
-
-
-def require(module: str, extra: str, url: str) -> Any:
-    """Import ``module``, or raise StorageError saying which extra installs it."""
-    try:
-        return __import__(module)
-    except ImportError:
-        raise StorageError(
-            f"{mask_url(url)!r} needs the {module} package: pip install 'convtree[{extra}]'"
-        ) from None
 
 
 def query(url: str) -> dict[str, str]:

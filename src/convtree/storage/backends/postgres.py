@@ -30,7 +30,7 @@ from dataknobs_data.backends.sql_base import SQLQueryBuilder
 
 from ...errors import StorageError, StorageUnavailableError
 from ..records import Capabilities, Record, refusal
-from ..urls import identifier, mask_url, query, require
+from ..urls import identifier, mask_url, query
 from .dataknobs import DataknobsRecordStore, connected
 
 if TYPE_CHECKING:
@@ -196,7 +196,6 @@ class PostgresRecordStore(DataknobsRecordStore):
 
 async def open_postgres(url: str) -> DataknobsConversationStorage:
     """``postgresql://user:pass@host:port/db?table=...&schema=...`` (``?host=/socket/dir``)."""
-    require("asyncpg", "postgres", url)
     from ..adapter import DataknobsConversationStorage
 
     parts = urlsplit(url)

@@ -25,6 +25,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
+import aioboto3  # noqa: F401 - dataknobs-data imports it lazily; fail here, with the hint
 from aiobotocore.config import AioConfig
 from botocore.exceptions import BotoCoreError, ClientError
 from dataknobs_data.backends.s3_async import AsyncS3Database
@@ -39,7 +40,7 @@ from ..records import (
     check_expected,
     check_mode,
 )
-from ..urls import query, require
+from ..urls import query
 from .dataknobs import DataknobsRecordStore, connected
 
 if TYPE_CHECKING:
@@ -236,7 +237,6 @@ class S3RecordStore(DataknobsRecordStore):
 
 async def open_s3(url: str) -> DataknobsConversationStorage:
     """``s3://bucket/prefix?endpoint_url=...&region=...`` (credentials from the environment)."""
-    require("aioboto3", "s3", url)
     from ..adapter import DataknobsConversationStorage
 
     parts = urlsplit(url)

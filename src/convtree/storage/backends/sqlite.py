@@ -16,9 +16,11 @@ import json
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from dataknobs_data.backends.sqlite_async import AsyncSQLiteDatabase
+
 from ...errors import PreconditionFailed, StorageError
 from ..records import Capabilities, Record, refusal
-from ..urls import identifier, local_path, query, require
+from ..urls import identifier, local_path, query
 from .dataknobs import DataknobsRecordStore, connected
 
 if TYPE_CHECKING:
@@ -134,9 +136,6 @@ class SQLiteRecordStore(DataknobsRecordStore):
 
 async def open_sqlite(url: str) -> DataknobsConversationStorage:
     """``sqlite:///path/file.db`` (``?table=``, default ``conversations``; ``?timeout=`` s)."""
-    require("aiosqlite", "sqlite", url)
-    from dataknobs_data.backends.sqlite_async import AsyncSQLiteDatabase
-
     from ..adapter import DataknobsConversationStorage
 
     path = local_path(url, "SQLite")
