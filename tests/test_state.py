@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 import pytest
 
 from convtree import (
+    CURRENT_SCHEMA_VERSION,
     AmbiguousReferenceError,
     ConversationNode,
     ConversationState,
@@ -345,7 +346,7 @@ class TestFork:
 class TestSerializing:
     def test_round_trip(self, branching: ConversationState) -> None:
         doc = branching.to_dict()
-        assert doc["schema_version"] == "2.0.0"
+        assert doc["schema_version"] == CURRENT_SCHEMA_VERSION
         assert doc["edges"][:2] == [[branching.root.node_id, "sys"], ["sys", "q"]]
         assert [e for e in doc["edges"] if e[0] == "q"] == [["q", "a0"], ["q", "a1"], ["q", "a3"]]
         again = ConversationState.from_dict(doc)

@@ -26,7 +26,7 @@ from .message import Message
 from .migrations import upgrade_document
 from .node import ConversationNode
 from .render import render_tree
-from .state import ConversationState, NodeRef
+from .state import ConversationState, NodeRef, SiblingPosition
 from .storage import (
     ConversationStorage,
     ConversationSummary,
@@ -53,6 +53,7 @@ __all__ = [
     "PreconditionFailed",
     "SavedRevision",
     "SchemaVersionError",
+    "SiblingPosition",
     "StorageError",
     "StorageUnavailableError",
     "TreeOperationError",

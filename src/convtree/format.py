@@ -1,20 +1,25 @@
 """The versioned nodes-and-edges document: its models, validation and structure checks.
 
-A document (schema 2.0.0) looks like::
+A document (schema 2.1.0) looks like::
 
     {
-      "schema_version": "2.0.0",
+      "schema_version": "2.1.0",
       "conversation_id": "c1",
       "nodes": [{"node_id": "...", "message": {...} | null, "timestamp": "...+00:00",
                  "branch_name": ..., "prompt_name": ..., "metadata": {...}}, ...],
       "edges": [["parent_id", "child_id"], ...],      # siblings in order
       "current_node_id": "...",
       "metadata": {...},
-      "created_at": "...", "updated_at": "..."
+      "created_at": "...", "updated_at": "...",
+      "active_children": {"parent_id": "child_id", ...}   # optional (2.1.0)
     }
 
+``active_children`` remembers, for branch points the cursor has left, the
+child it was last in, so that switching back lands where the user was
+(:meth:`ConversationState.switch_to` with ``descend=True``).
+
 The pydantic models below are the single source of truth for that shape: the
-committed ``migrations_schema/2.0.0/schema.json`` is generated from them, and a
+committed ``migrations_schema/<version>/schema.json`` is generated from them, and a
 test fails when they drift apart.
 """
 
@@ -51,10 +56,10 @@ __all__ = [
     "parse_document",
 ]
 
-CURRENT_SCHEMA_VERSION = "2.0.0"
+CURRENT_SCHEMA_VERSION = "2.1.0"
 """The schema version :meth:`ConversationState.to_dict` writes."""
 
-SCHEMA_ID = "https://convtree.dev/schema/2.0.0/conversation.json"
+SCHEMA_ID = f"https://convtree.dev/schema/{CURRENT_SCHEMA_VERSION}/conversation.json"
 
 
 def _iso_text(value: Any) -> Any:
@@ -117,6 +122,13 @@ class ConversationDocument(BaseModel):
     metadata: dict[str, JsonValue] = Field(default_factory=dict)
     created_at: Timestamp
     updated_at: Timestamp
+    active_children: dict[str, str] = Field(
+        default_factory=dict,
+        description=(
+            "Since 2.1.0. For branch points the cursor has left: parent id -> the child "
+            "it was last in. Elsewhere the active child is on the cursor's path, or the last."
+        ),
+    )
 
 
 def document_json_schema() -> dict[str, Any]:
@@ -143,6 +155,7 @@ class ParsedDocument:
     created_at: datetime
     updated_at: datetime
     extra: dict[str, Any] | None
+    active_children: dict[str, str]
 
 
 def parse_document(doc: Mapping[str, Any]) -> ParsedDocument:
@@ -260,6 +273,15 @@ def parse_document(doc: Mapping[str, Any]) -> ParsedDocument:
             node_id=model.current_node_id,
         )
 
+    for parent_id, child_id in model.active_children.items():
+        at = parent_edge.get(child_id)
+        if parent_id not in nodes or at is None or model.edges[at][0] != parent_id:
+            raise FormatError(
+                f"active child {child_id!r} is not a child of node {parent_id!r}",
+                path=f"active_children.{parent_id}",
+                node_id=parent_id,
+            )
+
     return ParsedDocument(
         schema_version=model.schema_version,
         conversation_id=model.conversation_id,
@@ -271,6 +293,7 @@ def parse_document(doc: Mapping[str, Any]) -> ParsedDocument:
         created_at=model.created_at,
         updated_at=model.updated_at,
         extra=model.__pydantic_extra__ or None,
+        active_children=model.active_children,
     )
 
 

@@ -1,7 +1,7 @@
 """The migration chain: every document convtree or the reference ever wrote, upgraded.
 
 Each step is a named function registered with its from- and to-version; the
-steps form one chain ``0.0.0 -> 1.0.0 -> 1.1.0 -> 2.0.0``. Steps never mutate
+steps form one chain ``0.0.0 -> 1.0.0 -> 1.1.0 -> 2.0.0 -> 2.1.0``. Steps never mutate
 their input: they return a new document (sharing unchanged values).
 
 =========  ==========  ==================================================
@@ -14,6 +14,8 @@ from       to          what the step does
                        sibling order is taken from the positional ids;
                        naive timestamps are read as UTC; a message without
                        ``content`` gets ``""`` (what the reference read)
+2.0.0      2.1.0       relabels: 2.1.0 only adds the optional
+                       ``active_children`` (remembered branch choices)
 =========  ==========  ==================================================
 
 Versions are compared with :class:`packaging.version.Version`. A document of a
@@ -342,3 +344,9 @@ def _position(parent: str, child: str) -> int | None:
     if "." in last or not _POSITIONAL.fullmatch(last):
         return None
     return int(last)
+
+
+@MIGRATIONS.register("2.0.0", "2.1.0")
+def m2_0_0_active_children(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """2.1.0 adds the optional ``active_children``; a 2.0.0 document has none to add."""
+    return {**doc, "schema_version": "2.1.0"}

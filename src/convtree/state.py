@@ -8,11 +8,12 @@ from bisect import bisect_left
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, NamedTuple
 
 from dataknobs_structures import Tree
 from pydantic import ValidationError
 
+from ._branches import BranchMemory
 from ._json import copy_json, format_error_from_validation, gc_paused, json_text
 from .changes import ChangeSet, SavedRevision
 from .errors import (
@@ -27,7 +28,7 @@ from .message import Message
 from .migrations import parse_schema_version, upgrade_document
 from .node import ConversationNode, new_node_id
 
-__all__ = ["ConversationState", "NodeRef", "PathSummary"]
+__all__ = ["ConversationState", "NodeRef", "PathSummary", "SiblingPosition"]
 
 NodeRef = str | ConversationNode
 """A node reference: an id, a unique id prefix, a branch name, or the node itself."""
@@ -52,6 +53,20 @@ class _Journal:
     added: dict[str, None] = field(default_factory=dict)  # new node ids, in order
     changed: set[str] = field(default_factory=set)  # stored nodes marked changed
     removed: set[str] = field(default_factory=set)  # stored nodes pruned
+
+
+class SiblingPosition(NamedTuple):
+    """Where a node stands among its siblings: ``index`` (from 0) of ``count``.
+
+    ``str()`` gives what a chat UI shows, 1-based: ``"2 / 3"``.
+    """
+
+    # These shadow tuple.index/tuple.count on purpose: the pair reads as (index, count).
+    index: int  # type: ignore[assignment]
+    count: int  # type: ignore[assignment]
+
+    def __str__(self) -> str:
+        return f"{self.index + 1} / {self.count}"
 
 
 @dataclass(frozen=True)
@@ -99,6 +114,7 @@ class ConversationState:
     """
 
     __slots__ = (
+        "_branches",
         "_cursor",
         "_extra",
         "_index",
@@ -140,6 +156,7 @@ class ConversationState:
         self._root = Tree(root)
         self._index: dict[str, Tree] = {root.node_id: self._root}
         self._cursor = self._root
+        self._branches = BranchMemory()
         self._lookup: tuple[list[str], dict[str, list[str]]] | None = None
         self._extra: dict[str, Any] | None = None
         self._schema_label = CURRENT_SCHEMA_VERSION
@@ -356,11 +373,76 @@ class ConversationState:
 
     # -------------------------------------------------------------- navigating
 
-    def switch_to(self, ref: NodeRef) -> ConversationNode:
-        """Move the cursor to ``ref`` (an id, a unique id prefix, or a branch name)."""
-        self._cursor = self._resolve(ref)
+    def switch_to(self, ref: NodeRef, *, descend: bool = False) -> ConversationNode:
+        """Move the cursor to ``ref`` (an id, a unique id prefix, or a branch name).
+
+        Args:
+            ref: The node to move to.
+            descend: Go on to the end of ``ref``'s branch, as a chat UI does
+                when the user picks an alternative: at each branch point below
+                ``ref``, follow the child that was active the last time the
+                cursor was in that subtree, else the newest (the last in
+                sibling order). Those choices are saved with the conversation.
+
+        Returns:
+            The node the cursor is now on.
+
+        Example:
+            ```python
+            state.switch_to(question.node_id)             # stops at the question
+            state.switch_to(question.node_id, descend=True)  # its branch's last reply
+            ```
+        """
+        target = self._resolve(ref)
+        if descend:
+            target = self._branches.end_of_branch(target, self._cursor, self._index)
+        self._move(target)
         self._touch()
         return self.current_node
+
+    def sibling_position(self, ref: NodeRef | None = None) -> SiblingPosition:
+        """Where ``ref`` (default: the cursor) stands among its parent's children.
+
+        ``SiblingPosition(index, count)``; ``str()`` of it is ``"2 / 3"``, what
+        a "previous / next alternative" switcher shows. The root is ``(0, 1)``.
+        O(number of siblings).
+        """
+        tree = self._cursor if ref is None else self._resolve(ref)
+        parent = tree.parent
+        if parent is None:
+            return SiblingPosition(0, 1)
+        kids = parent.children
+        assert kids  # tree is one of them
+        for i, kid in enumerate(kids):
+            if kid is tree:
+                return SiblingPosition(i, len(kids))
+        raise AssertionError("a node is missing from its parent's children")  # pragma: no cover
+
+    def switch_sibling(
+        self, step: int = 1, ref: NodeRef | None = None, *, descend: bool = True
+    ) -> ConversationNode:
+        """Move the cursor to another alternative of ``ref`` (default: the cursor's node).
+
+        ``step=1`` is the next sibling, ``-1`` the previous. With ``descend``
+        (the default) the cursor lands at the end of that alternative's branch,
+        as in :meth:`switch_to`. Use :meth:`sibling_position` to know whether
+        there is one.
+
+        Raises:
+            TreeOperationError: there is no sibling ``step`` places away (the
+                message says the position, e.g. ``3 / 3``).
+        """
+        tree = self._cursor if ref is None else self._resolve(ref)
+        position = self.sibling_position(tree.data)
+        target = position.index + step
+        if not 0 <= target < position.count:
+            raise TreeOperationError(
+                f"node {tree.data.node_id!r} is alternative {position}; "
+                f"there is none {step:+d} from it"
+            )
+        kids = tree.parent.children if tree.parent is not None else None
+        assert kids  # position.count > 1
+        return self.switch_to(kids[target].data, descend=descend)
 
     def get_node(self, ref: NodeRef) -> ConversationNode:
         """The node ``ref`` names.
@@ -436,12 +518,13 @@ class ConversationState:
         cursor: Tree | None = self._cursor
         while cursor is not None and cursor is not tree:
             cursor = cursor.parent
-        removed = leaves = 0
+        leaves = 0
         journal = self._journal
+        removed_ids: list[str] = []
         for sub in _preorder(tree):
             node_id = sub.data.node_id
             del self._index[node_id]
-            removed += 1
+            removed_ids.append(node_id)
             if not sub.children:
                 leaves += 1
             if journal is not None:
@@ -450,6 +533,7 @@ class ConversationState:
                 else:
                     journal.removed.add(node_id)
                     journal.changed.discard(node_id)
+        self._branches.pruned(tree, removed_ids, cursor_inside=cursor is tree)
         tree.prune()
         self._leaf_count -= leaves
         if not parent.children:
@@ -458,7 +542,7 @@ class ConversationState:
             self._cursor = parent
         self._lookup = None
         self._touch()
-        return removed
+        return len(removed_ids)
 
     def fork(
         self, ref: NodeRef | None = None, conversation_id: str | None = None
@@ -675,7 +759,8 @@ class ConversationState:
             tree = self._index[node_id]
             assert tree.parent is not None
             upstream._attach(upstream._index[tree.parent.data.node_id], tree.data)
-        upstream._cursor = upstream._index[self.current_node_id]
+        upstream._move(upstream._index[self.current_node_id])
+        upstream._branches.choices.update(self._branches.choices)
         upstream._path_memo = None
         upstream.updated_at = max(upstream.updated_at, self.updated_at)
         if metadata_changed:
@@ -736,6 +821,7 @@ class ConversationState:
         state._root = root
         state._index = index
         state._cursor = index[parsed.current_node_id]
+        state._branches = BranchMemory(parsed.active_children)
         state._lookup = None
         state._journal = None
         state._leaf_count = leaf_count
@@ -755,6 +841,8 @@ class ConversationState:
             "created_at": self.created_at.isoformat(),
             "updated_at": self.updated_at.isoformat(),
         }
+        if self._branches.choices:
+            doc["active_children"] = dict(self._branches.choices)
         if self._extra:
             for key, value in self._extra.items():
                 doc.setdefault(key, copy_json(value, key))
@@ -791,6 +879,7 @@ class ConversationState:
             "_root",
             "_index",
             "_cursor",
+            "_branches",
             "_metadata",
             "_extra",
             "_schema_label",
@@ -801,6 +890,11 @@ class ConversationState:
             setattr(self, name, getattr(other, name))
         self._lookup = None
         self._path_memo = None
+
+    def _move(self, tree: Tree) -> None:
+        """Put the cursor on ``tree``, remembering the branch choices it leaves."""
+        self._branches.moved(self._cursor, tree)
+        self._cursor = tree
 
     def _touch(self, when: datetime | None = None) -> None:
         self.updated_at = _now() if when is None else when
@@ -817,7 +911,7 @@ class ConversationState:
             summary = PathSummary(memo[1].message_count + 1, first_user)
         tree = Tree(node, parent)
         self._index[node.node_id] = tree
-        self._cursor = tree
+        self._move(tree)
         self._path_memo = None if summary is None else (tree, summary)
         if self._journal is not None:
             self._journal.added[node.node_id] = None
