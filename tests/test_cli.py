@@ -112,3 +112,48 @@ def test_the_installed_command_runs_the_demo(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "saved conversation 'demo'" in done.stdout
+
+
+def test_show_and_diff_a_stored_conversation_in_every_format(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"sqlite:///{tmp_path}/store.db"
+    assert main(["demo", "--store", url]) == 0
+    capsys.readouterr()
+    assert main(["show", "demo", "--store", url]) == 0
+    assert "[edited-question]" in capsys.readouterr().out
+    assert main(["show", "demo", "--store", url, "--format", "json"]) == 0
+    assert ConversationState.from_json(capsys.readouterr().out) == build_demo_loaded(url)
+    assert main(["show", "demo", "--store", url, "--format", "mermaid"]) == 0
+    assert capsys.readouterr().out.startswith("flowchart")
+    assert main(["show", "demo", "--store", url, "--format", "html"]) == 0
+    page = capsys.readouterr().out
+    assert page.startswith("<!DOCTYPE html>")
+    assert 'class="convtree"' in page
+    assert main(["diff", "demo", "first-try", "regenerated", "--store", url]) == 0
+    out = capsys.readouterr().out
+    assert "common ancestor: user" in out
+    assert "+A balanced tree whose wide nodes suit disks" in out
+    assert main(["diff", "demo", "first-try", "regenerated", "--store", url, "--format", "html"]) == 0
+    assert "<table" in capsys.readouterr().out
+
+
+def build_demo_loaded(url: str) -> ConversationState | None:
+    async def load() -> ConversationState | None:
+        async with open_storage(url) as storage:
+            return await storage.load_conversation("demo")
+
+    return asyncio.run(load())
+
+
+def test_show_or_diff_of_an_unknown_conversation_or_node(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"memory://cli-{tmp_path.name}"
+    assert main(["show", "nope", "--store", url]) == 1
+    assert "no conversation 'nope' in memory://" in capsys.readouterr().err
+    file_url = f"file://{tmp_path}/files"
+    assert main(["demo", "--store", file_url]) == 0
+    capsys.readouterr()
+    assert main(["diff", "demo", "first-try", "zzz", "--store", file_url]) == 1
+    assert "no node with id, id prefix or branch name 'zzz'" in capsys.readouterr().err

@@ -236,12 +236,13 @@ class TestReferences:
         assert isinstance(info.value, KeyError)
         assert "branching" in str(info.value) or "reference" in str(info.value)
 
-    def test_a_node_of_another_conversation_is_not_accepted(
-        self, branching: ConversationState
-    ) -> None:
+    def test_a_node_names_the_node_with_its_id(self, branching: ConversationState) -> None:
+        """A node of a loaded copy or a fork works on the other; an unknown id does not."""
+        copy = ConversationState.from_dict(branching.to_dict())
+        assert branching.get_node(copy.get_node("q")) is branching.get_node("q")
         other = ConversationState()
-        foreign = other.add_message("user", "x", node_id="q")
-        with pytest.raises(NodeNotFoundError):
+        foreign = other.add_message("user", "x", node_id="not-here")
+        with pytest.raises(NodeNotFoundError, match="no node with id 'not-here'"):
             branching.get_node(foreign)
 
     def test_prefix_index_follows_changes(self) -> None:

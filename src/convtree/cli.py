@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import html
 import json
 import os
 import sys
@@ -12,7 +13,7 @@ from pathlib import Path
 
 from .errors import ConvtreeError
 from .format import document_json_schema
-from .render import render_tree
+from .render import render_tree, to_html, to_mermaid
 from .state import ConversationState
 from .storage.registry import open_storage
 from .storage.urls import default_store_url, mask_url
@@ -81,8 +82,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="where to save it (default: $CONVTREE_STORE or the embedded SQLite store)",
     )
     demo.add_argument("--json", action="store_true", help="print the stored document instead")
-    show = sub.add_parser("show", help="show the tree of a conversation document (any version)")
-    show.add_argument("path", type=Path, help="a JSON document, '-' for standard input")
+    show = sub.add_parser(
+        "show", help="show a stored conversation, or a conversation document (any version)"
+    )
+    show.add_argument(
+        "target",
+        help="a conversation id (in --store, else the default store), "
+        "or a JSON document file, '-' for standard input",
+    )
+    _store_option(show)
+    show.add_argument(
+        "--format",
+        choices=("text", "mermaid", "html", "json"),
+        default="text",
+        help="text: the tree (in colour on a terminal when rich is installed); "
+        "mermaid: a flowchart; html: a page; json: the document",
+    )
+    diff = sub.add_parser("diff", help="compare two branches of a stored conversation")
+    diff.add_argument("conversation_id")
+    diff.add_argument("a", help="end of the first branch: a node id, id prefix or branch name")
+    diff.add_argument("b", help="end of the second branch")
+    _store_option(diff)
+    diff.add_argument("--format", choices=("text", "html"), default="text")
     sub.add_parser("schema", help="print the JSON Schema of the current document format")
     args = parser.parse_args(argv)
     try:
@@ -103,8 +124,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "schema":
             print(json.dumps(document_json_schema(), indent=2, ensure_ascii=False))
             return 0
-        text = sys.stdin.read() if str(args.path) == "-" else args.path.read_text("utf-8")
-        print(render_tree(ConversationState.from_json(text)))
+        if args.command == "diff":
+            state = _open(args.conversation_id, args.store, allow_file=False)
+            branches = state.diff(args.a, args.b)
+            if args.format == "html":
+                print(_page(f"diff of {state.conversation_id}", branches.to_html()))
+            else:
+                print(branches.text())
+            return 0
+        state = _open(args.target, args.store, allow_file=True)
+        if args.format == "json":
+            print(state.to_json(indent=2))
+        elif args.format == "mermaid":
+            print(to_mermaid(state))
+        elif args.format == "html":
+            print(_page(state.conversation_id, to_html(state)))
+        else:
+            _print_tree(state)
         return 0
     except BrokenPipeError:  # e.g. `convtree demo | head`: not an error of ours
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - Python's own recipe
@@ -115,6 +151,58 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         print(f"convtree: error: {exc}", file=sys.stderr)
         return 1
+
+
+def _store_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--store",
+        metavar="URL",
+        default=None,
+        help="the store (default: $CONVTREE_STORE or the embedded SQLite store)",
+    )
+
+
+def _open(target: str, store: str | None, *, allow_file: bool) -> ConversationState:
+    """A conversation from a document file (or stdin), or by id from a store."""
+    if allow_file and store is None:
+        if target == "-":
+            return ConversationState.from_json(sys.stdin.read())
+        path = Path(target)
+        if path.is_file() or path.suffix.lower() == ".json" or len(path.parts) > 1:
+            return ConversationState.from_json(path.read_text("utf-8"))
+    url = store or default_store_url()
+
+    async def load() -> ConversationState | None:
+        async with open_storage(url) as storage:
+            return await storage.load_conversation(target)
+
+    state = asyncio.run(load())
+    if state is None:
+        also = " (and there is no file of that name)" if allow_file and store is None else ""
+        raise ConvtreeError(f"no conversation {target!r} in {mask_url(url)}{also}")
+    return state
+
+
+def _print_tree(state: ConversationState) -> None:
+    """The text tree: through rich, in colour, when it is installed and this is a terminal."""
+    if sys.stdout.isatty():
+        try:
+            from rich.console import Console
+        except ImportError:
+            pass
+        else:
+            Console().print(state)
+            return
+    print(render_tree(state))
+
+
+def _page(title: str, body: str) -> str:
+    """A standalone HTML page around a rendering (no script, no outside resource)."""
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{html.escape(title)}</title></head>"
+        f'<body style="margin:16px">{body}</body></html>'
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

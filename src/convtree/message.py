@@ -89,6 +89,33 @@ class Message(BaseModel):
                 out[key] = copy_json(value, key)
         return out
 
+    def to_openai(self) -> dict[str, Any]:
+        """The message as an OpenAI Chat Completions message dict.
+
+        ``role`` and ``content`` always; ``name``, ``tool_calls``,
+        ``tool_call_id`` and ``function_call`` when set. convtree's
+        ``metadata`` and unknown provider fields are left out.
+        """
+        out: dict[str, Any] = {"role": self.role}
+        content = self.content
+        out["content"] = content if type(content) is str else copy_json(content, "content")
+        for key in ("name", "tool_calls", "tool_call_id", "function_call"):
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = copy_json(value, key)
+        return out
+
+    def _repr_html_(self) -> str:
+        from .render import message_html
+
+        return message_html(self)
+
+    def __repr_args__(self) -> Any:
+        # A list of messages in a notebook shows what is set, not every None.
+        for key, value in super().__repr_args__():
+            if key in ("role", "content") or value not in (None, {}, []):
+                yield key, value
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Message:
         """Build a message from a dict, raising :class:`~convtree.FormatError` if invalid."""

@@ -196,6 +196,11 @@ class ConversationNode:
 
     __hash__ = None  # type: ignore[assignment]  # mutable
 
+    def _repr_html_(self) -> str:
+        from .render import node_html
+
+        return node_html(self)
+
     def __repr__(self) -> str:
         if self.message is None:
             return f"ConversationNode({self.node_id!r}, root)"

@@ -8,7 +8,7 @@ from bisect import bisect_left
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from dataknobs_structures import Tree
 from pydantic import ValidationError
@@ -28,10 +28,21 @@ from .message import Message
 from .migrations import parse_schema_version, upgrade_document
 from .node import ConversationNode, new_node_id
 
+if TYPE_CHECKING:
+    from rich.tree import Tree as RichTree
+
+    from .diff import BranchDiff
+    from .replay import ReplayStep, Respond
+    from .usage import Usage
+
 __all__ = ["ConversationState", "NodeRef", "PathSummary", "SiblingPosition"]
 
 NodeRef = str | ConversationNode
-"""A node reference: an id, a unique id prefix, a branch name, or the node itself."""
+"""A node reference: an id, a unique id prefix, a branch name, or a node (by its id).
+
+A :class:`ConversationNode` names the node with its id, so a node of a loaded
+copy or of a fork can be used on the other.
+"""
 
 _MAX_NODE_ID_LENGTH = 256
 _CURRENT = parse_schema_version(CURRENT_SCHEMA_VERSION)
@@ -280,6 +291,44 @@ class ConversationState:
             tool_calls=tool_calls,
             tool_call_id=tool_call_id,
             function_call=function_call,
+            timestamp=timestamp,
+        )
+        return self._attach(parent, node)
+
+    def add(
+        self,
+        message: Message | Mapping[str, Any],
+        *,
+        parent_id: NodeRef | None = None,
+        node_id: str | None = None,
+        branch_name: str | None = None,
+        prompt_name: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        timestamp: datetime | None = None,
+    ) -> ConversationNode:
+        """Add a whole message as a child of ``parent_id`` (default: the cursor); move the cursor.
+
+        Like :meth:`add_message`, but for a :class:`Message` or a message dict
+        you already have (an OpenAI-style dict, a message of another node): every
+        field is kept, the message's own ``metadata`` and unknown provider
+        fields included. The message is copied.
+
+        Raises:
+            FormatError: the message is invalid (the path names the field).
+        """
+        parent = self._cursor if parent_id is None else self._resolve(parent_id)
+        fields = message.to_dict() if isinstance(message, Message) else message
+        if not isinstance(fields, Mapping):
+            raise FormatError(
+                f"a message is a Message or a mapping, got {type(message).__name__}",
+                path="message",
+            )
+        node = self._node_for(
+            _validated(fields),
+            node_id=node_id,
+            branch_name=branch_name,
+            prompt_name=prompt_name,
+            metadata=metadata,
             timestamp=timestamp,
         )
         return self._attach(parent, node)
@@ -616,6 +665,130 @@ class ConversationState:
         self._path_memo = (self._cursor, summary)
         return summary
 
+    # ------------------------------------------------------ comparing, replaying
+
+    def diff(
+        self, a: NodeRef, b: NodeRef | None = None, *, other: ConversationState | None = None
+    ) -> BranchDiff:
+        """Compare the branch ending at ``a`` with the one ending at ``b`` (default: the cursor).
+
+        ``other``: the conversation ``b`` is in, when it is not this one (a fork
+        and its source share the node ids of the forked path, so their common
+        ancestor is found the same way). The result holds the common ancestor,
+        the shared prefix, the two tails, and per step a text diff; ``str()``
+        is a text rendering and notebooks show it side by side.
+
+        Example:
+            ```python
+            d = state.diff("first-try", "regenerated")
+            d.ancestor.content   # the question both answer
+            print(d)             # the two replies, a unified diff between them
+            ```
+        """
+        from .diff import diff_branches
+
+        if b is None:
+            b = self.current_node if other is None else other.current_node
+        return diff_branches(self, a, b, other=other)
+
+    def replay(self, ref: NodeRef | None = None) -> Iterator[ReplayStep]:
+        """Step through the path to ``ref`` (default: the cursor), first message first.
+
+        Each :class:`~convtree.replay.ReplayStep` has the node and message, the
+        context (the messages before it, what the model was sent), and the
+        alternatives at that point with its position among them ("2 / 3").
+        """
+        from .replay import replay
+
+        return replay(self, ref)
+
+    def rerun(
+        self,
+        ref: NodeRef | None,
+        respond: Respond,
+        *,
+        start: NodeRef | None = None,
+        branch_name: str | None = None,
+    ) -> ConversationNode:
+        """Re-run the branch ending at ``ref`` (``None``: the cursor) with another model or prompt.
+
+        Walks the path to ``ref``. From the first assistant turn (at or after
+        ``start``, if given) it builds a new sibling branch: at each assistant
+        turn it calls ``respond(messages)`` with the OpenAI-style messages of
+        the new branch so far and stores the reply; user and tool turns are
+        copied as they were (tool results are the original ones, not re-run).
+        Each new node's metadata has ``rerun_of`` (the node it re-does) plus
+        whatever metadata ``respond`` returned.
+
+        ``respond`` returns text, a :class:`Message`, a message dict, or
+        ``(reply, metadata)`` (e.g. ``{"model": ..., "usage": {...}}``). It may be
+        async; inside a running event loop (a notebook) use :meth:`arerun`.
+        The branch is added once every reply is in: if ``respond`` raises,
+        the conversation is unchanged. The cursor moves to the new branch's end.
+
+        Args:
+            ref: The end of the branch to re-run.
+            respond: Your model call.
+            start: Re-run only from this node of the path on.
+            branch_name: A name for the new branch (on its first node).
+
+        Returns:
+            The last node of the new branch.
+
+        Raises:
+            TreeOperationError: no assistant turn to re-run, or ``start`` is
+                not on the path.
+            FormatError: ``respond`` returned something that is not a message.
+        """
+        from .replay import rerun
+
+        return rerun(self, ref, respond, start=start, branch_name=branch_name)
+
+    async def arerun(
+        self,
+        ref: NodeRef | None,
+        respond: Respond,
+        *,
+        start: NodeRef | None = None,
+        branch_name: str | None = None,
+    ) -> ConversationNode:
+        """:meth:`rerun`, awaiting ``respond`` when it is async."""
+        from .replay import arerun
+
+        return await arerun(self, ref, respond, start=start, branch_name=branch_name)
+
+    def usage(
+        self, ref: NodeRef | None = None, *, scope: Literal["path", "tree"] = "path"
+    ) -> Usage:
+        """Token and cost totals from node metadata (see :mod:`convtree.usage` for the keys).
+
+        Args:
+            ref: With ``scope="path"``, the end of the path (default: the
+                cursor); with ``scope="tree"``, the top of the subtree
+                (default: the root, so the whole tree, discarded branches too).
+            scope: ``"path"`` or ``"tree"``.
+        """
+        from .usage import sum_usage
+
+        if scope == "path":
+            return sum_usage(self.get_path(ref))
+        if scope == "tree":
+            top = self._root if ref is None else self._resolve(ref)
+            return sum_usage(tree.data for tree in _preorder(top))
+        raise ValueError(f"scope is 'path' or 'tree', got {scope!r}")
+
+    # --------------------------------------------------------------- rendering
+
+    def _repr_html_(self) -> str:
+        from .render import to_html
+
+        return to_html(self)
+
+    def __rich__(self) -> RichTree:
+        from .render import rich_tree
+
+        return rich_tree(self)
+
     # ------------------------------------------------------------------ saving
 
     @property
@@ -943,10 +1116,25 @@ class ConversationState:
             fields["tool_call_id"] = tool_call_id
         if function_call is not None:
             fields["function_call"] = function_call
-        try:
-            message = Message.model_validate(fields)
-        except ValidationError as exc:
-            raise format_error_from_validation(exc, what="message", data=fields) from None
+        return self._node_for(
+            _validated(fields),
+            node_id=node_id,
+            branch_name=branch_name,
+            prompt_name=prompt_name,
+            metadata=metadata,
+            timestamp=timestamp,
+        )
+
+    def _node_for(
+        self,
+        message: Message,
+        *,
+        node_id: str | None,
+        branch_name: str | None,
+        prompt_name: str | None,
+        metadata: Mapping[str, Any] | None,
+        timestamp: datetime | None,
+    ) -> ConversationNode:
         if node_id is None:
             node_id = new_node_id()
             while node_id in self._index:  # pragma: no cover - 1 in 2**48
@@ -973,10 +1161,11 @@ class ConversationState:
 
     def _resolve(self, ref: NodeRef) -> Tree:
         if isinstance(ref, ConversationNode):
+            # By id: a node of a loaded copy or of a fork names the same node here.
             tree = self._index.get(ref.node_id)
-            if tree is None or tree.data is not ref:
+            if tree is None:
                 raise NodeNotFoundError(
-                    f"node {ref.node_id!r} is not in conversation {self.conversation_id!r}",
+                    f"no node with id {ref.node_id!r} in conversation {self.conversation_id!r}",
                     ref=ref.node_id,
                 )
             return tree
@@ -1073,6 +1262,13 @@ def _copy_node(node: ConversationNode) -> ConversationNode:
         metadata=copy_json(node.metadata, "metadata"),
         extra=copy_json(node.extra, "extra") if node.extra else None,
     )
+
+
+def _validated(fields: Mapping[str, Any]) -> Message:
+    try:
+        return Message.model_validate(fields)
+    except ValidationError as exc:
+        raise format_error_from_validation(exc, what="message", data=fields) from None
 
 
 def _check_conversation_id(value: object) -> str:
