@@ -17,8 +17,6 @@ import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
 
-import pytest
-
 from convtree import ConversationState
 from convtree.render import to_html
 

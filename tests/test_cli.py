@@ -134,7 +134,9 @@ def test_show_and_diff_a_stored_conversation_in_every_format(
     out = capsys.readouterr().out
     assert "common ancestor: user" in out
     assert "+A balanced tree whose wide nodes suit disks" in out
-    assert main(["diff", "demo", "first-try", "regenerated", "--store", url, "--format", "html"]) == 0
+    assert (
+        main(["diff", "demo", "first-try", "regenerated", "--store", url, "--format", "html"]) == 0
+    )
     assert "<table" in capsys.readouterr().out
 
 
@@ -157,3 +159,22 @@ def test_show_or_diff_of_an_unknown_conversation_or_node(
     capsys.readouterr()
     assert main(["diff", "demo", "first-try", "zzz", "--store", file_url]) == 1
     assert "no node with id, id prefix or branch name 'zzz'" in capsys.readouterr().err
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_show_on_a_terminal_draws_the_tree_with_rich(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "demo.json"
+    path.write_text(build_demo().to_json(), "utf-8")
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stdout", terminal)
+    monkeypatch.setenv("COLUMNS", "120")
+    assert main(["show", str(path)]) == 0
+    out = terminal.getvalue()
+    assert "edited-question" in out
+    assert "2 of 2" in out  # rich_tree's "k of n", not render_tree's ├─

@@ -498,3 +498,19 @@ class TestReprs:
             parsed = _parse(html)
             assert "script" not in parsed.tags
             assert "<script>x()</script>" in "".join(parsed.text)
+
+
+def test_a_wide_fan_out() -> None:
+    state = ConversationState()
+    q = state.add_message("user", "q")
+    for i in range(10_000):
+        state.add_message("assistant", f"answer {i}", parent_id=q)
+    last = state.current_node
+    steps = list(state.replay())
+    assert len(steps[1].alternatives) == 10_000
+    assert str(steps[1].position) == "10000 / 10000"
+    first = state.children(q)[0]
+    assert [p.same for p in state.diff(first, last).pairs] == [False]
+    assert state.usage(scope="tree").messages == 10_001
+    end = state.rerun(first, lambda _: "again")
+    assert state.sibling_position(end) == (10_000, 10_001)

@@ -45,8 +45,8 @@ if TYPE_CHECKING:
 __all__ = [
     "describe_node",
     "escape",
-    "message_text",
     "message_html",
+    "message_text",
     "node_html",
     "render_tree",
     "rich_tree",
