@@ -37,6 +37,11 @@ def role_content(state: ConversationState, ref: str | None = None) -> list[list[
 @pytest.fixture
 def branching() -> ConversationState:
     """root - system - user - {a0, a1 - user2 - a2, a3}; cursor on a2."""
+    return make_branching()
+
+
+def make_branching() -> ConversationState:
+    """The tree of the ``branching`` fixture, for tests that build several."""
     state = ConversationState("branching", metadata={"user_id": "alice"})
     state.add_message("system", "sys", node_id="sys")
     state.add_message("user", "question", node_id="q")

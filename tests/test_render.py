@@ -25,6 +25,8 @@ from convtree.render import (
     to_mermaid,
 )
 
+from .conftest import make_branching
+
 HOSTILE = [
     "<script>alert(1)</script>",
     "<img src=x onerror=alert(1)>",
@@ -109,20 +111,6 @@ def assert_inert(page: Page) -> None:
     assert not [name for name, _ in page.attrs if name in {"src", "href", "autofocus"}]
 
 
-def branching() -> ConversationState:
-    """root - sys - q - {a0, a1 - q2 - a2, a3}; cursor on a2."""
-    state = ConversationState("branching", metadata={"user_id": "alice"})
-    state.add_message("system", "sys", node_id="sys")
-    state.add_message("user", "question", node_id="q")
-    state.add_message("assistant", "answer 0", node_id="a0", branch_name="first")
-    state.add_alternative("assistant", "answer 1", node_id="a1", branch_name="second")
-    state.add_message("user", "follow-up", node_id="q2")
-    state.add_message("assistant", "answer 2", node_id="a2")
-    state.add_message("assistant", "answer 3", parent_id="q", node_id="a3")
-    state.switch_to("a2")
-    return state
-
-
 def chain(n: int, state: ConversationState | None = None) -> ConversationState:
     state = state or ConversationState("chain")
     for i in range(n):
@@ -162,7 +150,7 @@ def bushy() -> ConversationState:
 
 
 def test_render_tree_unchanged() -> None:
-    state = branching()
+    state = make_branching()
     state.add_message("assistant", None, parent_id="q2", node_id="calls", tool_calls=[{"id": "c"}])
     state.add_message(
         "user",
@@ -194,7 +182,7 @@ def test_render_tree_unchanged() -> None:
 
 
 def test_html_layout_and_active_path() -> None:
-    state = branching()
+    state = make_branching()
     text = to_html(state)
     page = Page(text)
     assert_inert(page)
@@ -471,7 +459,7 @@ def test_html_worst_case_stays_under_a_megabyte(shape: str, heavy: bool) -> None
 
 
 def test_html_budget() -> None:
-    state = branching()
+    state = make_branching()
     root = state.root.node_id
     page = Page(to_html(state, max_nodes=6))  # the active path exactly
     assert page.row_ids() == page.row_ids("ct-active") == [root, "sys", "q", "a1", "q2", "a2"]
@@ -506,7 +494,7 @@ def test_html_fill_order_is_path_then_breadth_first() -> None:
 
 
 def test_node_and_message_html() -> None:
-    state = branching()
+    state = make_branching()
     node = state.get_node("a1")
     page = Page(node_html(node))
     assert page.row_ids() == ["a1"]
@@ -560,7 +548,7 @@ def parse_mermaid(text: str) -> dict[str, Any]:
 
 
 def test_mermaid_structure() -> None:
-    state = branching()
+    state = make_branching()
     text = to_mermaid(state)
     graph = parse_mermaid(text)
     assert len(graph["nodes"]) == 8
@@ -635,7 +623,7 @@ def render_rich(state: ConversationState, **kwargs: Any) -> str:
 
 
 def test_rich_tree() -> None:
-    state = branching()
+    state = make_branching()
     state.add_message("user", "[bold red]markup[/] \x1b[31mred", parent_id="a3")
     state.switch_to("a2")
     out = render_rich(state)
