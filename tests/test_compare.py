@@ -249,8 +249,10 @@ class TestRerun:
     def test_the_context_sent_is_openai_style(self, chat: ConversationState) -> None:
         seen: list[list[dict[str, Any]]] = []
 
-        def respond(messages: list[dict[str, Any]]) -> str:
+        def respond(messages: list[dict[str, Any]]) -> Any:
             seen.append(messages)
+            if len(seen) == 2:  # the same call as the original, under another id
+                return {"content": None, "tool_calls": [_call("new-1")]}
             return "ok"
 
         chat.switch_to("r1")
@@ -258,15 +260,27 @@ class TestRerun:
         chat.add_message("assistant", None, tool_calls=[_call("c1")], metadata={"k": 1})
         chat.add_message("tool", "42", tool_call_id="c1")
         chat.add_message("assistant", "the answer is 42")
-        chat.rerun(None, respond, start="r1")
+        end = chat.rerun(None, respond, start="r1")
         assert len(seen) == 3
         assert seen[0][-1] == {"role": "user", "content": "Why disks?"}
-        seen[:] = seen[1:]
-        assert seen[1][-2:] == [
-            {"role": "assistant", "content": "ok"},
-            {"role": "tool", "content": "42", "tool_call_id": "c1"},
+        assert seen[2][-2:] == [
+            {"role": "assistant", "content": None, "tool_calls": [_call("new-1")]},
+            {"role": "tool", "content": "42", "tool_call_id": "new-1"},
         ]
         assert all("metadata" not in m for ms in seen for m in ms)
+        assert end.content == "ok"
+
+    def test_a_reply_making_other_calls_ends_the_new_branch(self, chat: ConversationState) -> None:
+        chat.switch_to("r1")
+        chat.add_message("assistant", None, tool_calls=[_call("c1")], node_id="call")
+        chat.add_message("tool", "42", tool_call_id="c1", node_id="result")
+        chat.add_message("assistant", "the answer is 42")
+        other = {"id": "x", "type": "function", "function": {"name": "f", "arguments": '{"a": 1}'}}
+        end = chat.rerun(None, lambda _: {"content": None, "tool_calls": [other]}, start="call")
+        assert end.message is not None
+        assert end.message.tool_calls == [other]
+        assert chat.children(end) == []  # the original result is not carried over
+        assert chat.get_path(end)[-2].node_id == "r1"
 
     def test_carried_over_turns_keep_every_field(self) -> None:
         state = ConversationState()

@@ -133,17 +133,50 @@ def _rerun_plan(
         raise TreeOperationError(f"cannot re-run the root {path[fork].node_id!r}")
     context = [_message(node).to_openai() for node in path[:fork]]
     planned: list[tuple[Message, dict[str, Any]]] = []
+    calls: dict[str, str] = {}  # original tool call id -> the re-run reply's same call
     for original in path[fork:]:
         metadata: dict[str, Any] = {"rerun_of": original.node_id}
         if original.role == "assistant":
             reply = yield list(context)
             message, extra = _as_message(reply, original.node_id)
             metadata.update(extra)
+            calls = _same_calls(_message(original), message)
         else:
             message = _message(original)
+            if message.tool_call_id is not None:
+                new_id = calls.get(message.tool_call_id)
+                if new_id is None:
+                    break  # the new reply did not make this call: its result does not apply
+                if new_id != message.tool_call_id:
+                    message = message.model_copy(update={"tool_call_id": new_id})
         planned.append((message, metadata))
         context.append(message.to_openai())
     return parent, planned
+
+
+def _same_calls(original: Message, reply: Message) -> dict[str, str]:
+    """Original call id -> id of the reply's call with the same function and arguments."""
+    offered: dict[tuple[str, str], list[str]] = {}
+    for call in reply.tool_calls or ():
+        key, call_id = _call_key(call)
+        if call_id is not None:
+            offered.setdefault(key, []).append(call_id)
+    same: dict[str, str] = {}
+    for call in original.tool_calls or ():
+        key, call_id = _call_key(call)
+        ids = offered.get(key)
+        if call_id is not None and ids:
+            same[call_id] = ids.pop(0)
+    return same
+
+
+def _call_key(call: Mapping[str, Any]) -> tuple[tuple[str, str], str | None]:
+    function = call.get("function")
+    name = args = ""
+    if isinstance(function, Mapping):
+        name, args = str(function.get("name", "")), str(function.get("arguments", ""))
+    call_id = call.get("id")
+    return (name, args), call_id if isinstance(call_id, str) else None
 
 
 def _apply(

@@ -715,8 +715,11 @@ class ConversationState:
         Walks the path to ``ref``. From the first assistant turn (at or after
         ``start``, if given) it builds a new sibling branch: at each assistant
         turn it calls ``respond(messages)`` with the OpenAI-style messages of
-        the new branch so far and stores the reply; user and tool turns are
-        copied as they were (tool results are the original ones, not re-run).
+        the new branch so far and stores the reply; user turns are copied as
+        they were. A tool result is copied only when the new reply made the
+        same call (same function, same arguments; its id is mapped to the new
+        call's): otherwise the new branch ends at that reply, whose calls you
+        run yourself. Tools are never called here.
         Each new node's metadata has ``rerun_of`` (the node it re-does) plus
         whatever metadata ``respond`` returned.
 
