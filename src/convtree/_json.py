@@ -12,9 +12,20 @@ from pydantic import ValidationError
 
 from .errors import FormatError
 
-__all__ = ["copy_json", "format_error_from_validation", "gc_paused", "json_path", "json_text"]
+__all__ = [
+    "MAX_DEPTH",
+    "check_depth",
+    "copy_json",
+    "format_error_from_validation",
+    "gc_paused",
+    "json_path",
+    "json_text",
+    "valid_text",
+]
 
 _SCALARS = (str, int, float, bool, type(None))
+_PLAIN = frozenset({int, float, bool, type(None)})  # scalars copied as they are
+_NESTED = frozenset({dict, list, tuple})
 
 
 @contextmanager
@@ -42,34 +53,150 @@ def json_text(value: Any) -> str:
     return json.dumps(value, ensure_ascii=True, separators=(",", ":"))
 
 
-def copy_json(value: Any, path: str) -> Any:
+MAX_DEPTH = 200
+"""How deep JSON values (metadata, content parts, tool calls, unknown fields) may nest.
+
+Enforced where values enter a conversation (:func:`copy_json`, :func:`check_depth`)
+and when documents load, so whatever is saved loads again: pydantic's own limit
+(about 255 levels for a whole document) is never reached.
+"""
+
+
+def copy_json(value: Any, path: str, *, unicode: bool = False) -> Any:
     """Return an independent copy of a JSON-compatible value.
 
     Dicts and lists are copied (so a caller mutating the result never changes
-    the source); scalars are shared. Tuples become lists.
+    the source); scalars are shared. Tuples become lists. Iterative: any depth
+    is handled without recursion, and refused beyond :data:`MAX_DEPTH`.
+
+    Args:
+        value: The value.
+        path: Its JSON path, for error messages.
+        unicode: Also refuse text that is not valid Unicode (a lone surrogate):
+            for values that stores keep natively (conversation metadata), where
+            such text cannot be stored. Elsewhere it is kept (stores hold it
+            as escaped JSON text).
 
     Raises:
         FormatError: if the value holds something JSON cannot represent
-            (a datetime, bytes, a set, a non-string key), naming its path.
+            (a datetime, bytes, a set, a non-string key), nests deeper than
+            :data:`MAX_DEPTH`, or (``unicode``) holds a lone surrogate, naming
+            its path.
     """
-    if type(value) is str or value is None:  # the common case, first
+    if type(value) is str:  # the common case, first
+        return value if value.isascii() or not unicode else _checked_text(value, lambda: path)
+    if value is None:
+        return None
+    text = _checked_text if unicode else _any_text
+    root = _copy_shell(value, lambda: path, text)
+    if root is value:  # a scalar
         return value
+    # (source, its copy, depth, how to name it)
+    stack: list[tuple[Any, Any, int, Callable[[], str]]] = [(value, root, 1, lambda: path)]
+    while stack:
+        source, copy, depth, name = stack.pop()
+        if depth > MAX_DEPTH:
+            raise FormatError(f"nested deeper than {MAX_DEPTH} levels", path=name())
+        if type(copy) is dict:
+            for key, item in source.items():
+                if type(key) is not str:
+                    raise FormatError(
+                        f"object keys must be strings, got {type(key).__name__} {key!r}",
+                        path=name(),
+                    )
+                if not key.isascii():
+                    text(key, name)
+                kind = type(item)
+                if (kind is str and item.isascii()) or kind in _PLAIN:
+                    copy[key] = item
+                    continue
+                where = _child_name(name, key)
+                inner = _copy_shell(item, where, text)
+                copy[key] = inner
+                if inner is not item:
+                    stack.append((item, inner, depth + 1, where))
+        else:
+            for i, item in enumerate(source):
+                kind = type(item)
+                if (kind is str and item.isascii()) or kind in _PLAIN:
+                    copy.append(item)
+                    continue
+                where = _child_name(name, i)
+                inner = _copy_shell(item, where, text)
+                copy.append(inner)
+                if inner is not item:
+                    stack.append((item, inner, depth + 1, where))
+    return root
+
+
+def check_depth(value: Any, path: str) -> None:
+    """Raise :class:`FormatError` if ``value`` nests deeper than :data:`MAX_DEPTH`.
+
+    Iterative and cheap for shallow values (what loading checks).
+    """
+    if type(value) is dict and not any(type(v) in _NESTED for v in value.values()):
+        return  # flat: the common case
+    stack: list[tuple[Any, int, Callable[[], str]]] = [(value, 1, lambda: path)]
+    while stack:
+        item, depth, name = stack.pop()
+        if depth > MAX_DEPTH:
+            raise FormatError(f"nested deeper than {MAX_DEPTH} levels", path=name())
+        if isinstance(item, Mapping):
+            stack.extend(
+                (v, depth + 1, _child_name(name, k))
+                for k, v in item.items()
+                if isinstance(v, (Mapping, list, tuple))
+            )
+        elif isinstance(item, (list, tuple)):
+            stack.extend(
+                (v, depth + 1, _child_name(name, i))
+                for i, v in enumerate(item)
+                if isinstance(v, (Mapping, list, tuple))
+            )
+
+
+def _child_name(parent: Callable[[], str], key: str | int) -> Callable[[], str]:
+    """The path of a child, built only when an error needs it."""
+    if isinstance(key, int):
+        return lambda: f"{parent()}[{key}]"
+    return lambda: f"{parent()}.{key}"
+
+
+def _copy_shell(
+    value: Any, name: Callable[[], str], text: Callable[[str, Callable[[], str]], str]
+) -> Any:
+    """An empty container of ``value``'s kind, or ``value`` itself when it is a scalar."""
     if isinstance(value, dict):
-        if not value:
-            return {}
-        out = {}
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise FormatError(
-                    f"object keys must be strings, got {type(key).__name__} {key!r}", path=path
-                )
-            out[key] = item if type(item) is str else copy_json(item, f"{path}.{key}")
-        return out
+        return {}
     if isinstance(value, (list, tuple)):
-        return [copy_json(item, f"{path}[{i}]") for i, item in enumerate(value)]
+        return []
+    if isinstance(value, str):
+        return text(value, name)
     if isinstance(value, _SCALARS):
         return value
-    raise FormatError(f"{type(value).__name__} is not JSON-compatible", path=path)
+    raise FormatError(f"{type(value).__name__} is not JSON-compatible", path=name())
+
+
+def _checked_text(text: str, name: Callable[[], str]) -> str:
+    """``text`` if it is valid Unicode (no lone surrogate), else :class:`FormatError`."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise FormatError(
+            f"text holds a lone surrogate {text[exc.start]!r} at index {exc.start}: "
+            "not valid Unicode, so no store could keep it",
+            path=name(),
+        ) from None
+    return text
+
+
+def _any_text(text: str, name: Callable[[], str]) -> str:
+    return text
+
+
+def valid_text(text: str, path: str) -> str:
+    """``text`` if it is valid Unicode (no lone surrogate), else :class:`FormatError`."""
+    return text if text.isascii() else _checked_text(text, lambda: path)
 
 
 def json_path(loc: tuple[int | str, ...]) -> str:

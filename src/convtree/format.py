@@ -42,7 +42,7 @@ from pydantic import (
 )
 from typing_extensions import NotRequired, TypedDict
 
-from ._json import format_error_from_validation
+from ._json import check_depth, copy_json, format_error_from_validation, valid_text
 from .errors import FormatError
 from .message import MessageRecord
 from .node import ConversationNode
@@ -195,6 +195,13 @@ def parse_document(doc: Mapping[str, Any]) -> ParsedDocument:
         extra = None
         if len(rec) > 3 and not _NODE_FIELDS.issuperset(rec):
             extra = {k: v for k, v in rec.items() if k not in _NODE_FIELDS}
+            _check_values(extra, f"nodes[{i}]")
+        metadata = rec.get("metadata")
+        if metadata:
+            check_depth(metadata, f"nodes[{i}].metadata")
+        message = rec["message"]
+        if message is not None and (len(message) > 2 or type(message.get("content")) is list):
+            _check_values(message, f"nodes[{i}].message")
         nodes[node_id] = ConversationNode._from_record(
             node_id,
             rec["message"],
@@ -282,6 +289,12 @@ def parse_document(doc: Mapping[str, Any]) -> ParsedDocument:
                 node_id=parent_id,
             )
 
+    # The conversation id and metadata become keys and native values in stores.
+    valid_text(model.conversation_id, "conversation_id")
+    copy_json(model.metadata, "metadata", unicode=True)
+    if model.__pydantic_extra__:
+        _check_values(model.__pydantic_extra__, "")
+
     return ParsedDocument(
         schema_version=model.schema_version,
         conversation_id=model.conversation_id,
@@ -295,6 +308,13 @@ def parse_document(doc: Mapping[str, Any]) -> ParsedDocument:
         extra=model.__pydantic_extra__ or None,
         active_children=model.active_children,
     )
+
+
+def _check_values(fields: Mapping[str, Any], path: str) -> None:
+    """Refuse values nesting deeper than ``MAX_DEPTH``, each counted from itself as when saved."""
+    for key, value in fields.items():
+        if isinstance(value, (dict, list)):
+            check_depth(value, f"{path}.{key}" if path else key)
 
 
 def _node_id_at(doc: Mapping[str, Any], loc: tuple[int | str, ...]) -> str | None:

@@ -14,7 +14,15 @@ from dataknobs_structures import Tree
 from pydantic import ValidationError
 
 from ._branches import BranchMemory
-from ._json import copy_json, format_error_from_validation, gc_paused, json_text
+from ._json import (
+    MAX_DEPTH,
+    check_depth,
+    copy_json,
+    format_error_from_validation,
+    gc_paused,
+    json_text,
+    valid_text,
+)
 from .changes import ChangeSet, SavedRevision
 from .errors import (
     AmbiguousReferenceError,
@@ -1013,7 +1021,7 @@ class ConversationState:
             "schema_version": self._schema_label,
             "conversation_id": self.conversation_id,
             "current_node_id": self.current_node_id,
-            "metadata": copy_json(self._metadata, "metadata"),
+            "metadata": copy_json(self._metadata, "metadata", unicode=True),
             "created_at": self.created_at.isoformat(),
             "updated_at": self.updated_at.isoformat(),
         }
@@ -1039,6 +1047,10 @@ class ConversationState:
         try:
             with gc_paused():
                 doc = json.loads(text)
+        except RecursionError:
+            raise FormatError(
+                f"not a readable document: JSON nested too deeply (the limit is {MAX_DEPTH})"
+            ) from None
         except json.JSONDecodeError as exc:
             raise FormatError(
                 f"not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
@@ -1159,7 +1171,7 @@ class ConversationState:
             timestamp,
             branch_name=branch_name,
             prompt_name=prompt_name,
-            metadata=None if metadata is None else _check_metadata(metadata),
+            metadata=None if metadata is None else _check_metadata(metadata, unicode=False),
         )
 
     def _resolve(self, ref: NodeRef) -> Tree:
@@ -1268,6 +1280,9 @@ def _copy_node(node: ConversationNode) -> ConversationNode:
 
 
 def _validated(fields: Mapping[str, Any]) -> Message:
+    for key, value in fields.items():  # what could not be saved: nesting deeper than MAX_DEPTH
+        if isinstance(value, (dict, list, tuple)):
+            check_depth(value, key)
     try:
         return Message.model_validate(fields)
     except ValidationError as exc:
@@ -1279,17 +1294,17 @@ def _check_conversation_id(value: object) -> str:
         raise FormatError(
             f"conversation_id must be a non-empty string, got {value!r}", path="conversation_id"
         )
-    return value
+    return valid_text(value, "conversation_id")  # it becomes a key in every store
 
 
-def _check_metadata(value: object) -> dict[str, Any]:
+def _check_metadata(value: object, *, unicode: bool = True) -> dict[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, Mapping):
         raise FormatError(
             f"metadata must be a mapping, got {type(value).__name__}", path="metadata"
         )
-    copied: dict[str, Any] = copy_json(dict(value), "metadata")
+    copied: dict[str, Any] = copy_json(dict(value), "metadata", unicode=unicode)
     return copied
 
 
