@@ -132,3 +132,124 @@ class TestLoneSurrogates:
 
         with pytest.raises(TreeOperationError):
             ConversationState().add_message("user", "x", node_id="a\ud800")
+
+
+class TestChangesInsideNodesAreSaved:
+    """No silent loss: every change through the public objects reaches the store."""
+
+    @staticmethod
+    def _saved(state: ConversationState, change: Any) -> ConversationState:
+        import asyncio
+
+        from convtree import open_storage
+
+        async def run() -> ConversationState | None:
+            async with open_storage("memory://") as storage:
+                await storage.save_conversation(state)
+                loaded = await storage.load_conversation(state.conversation_id)
+                assert loaded is not None
+                change(loaded)
+                await storage.save_conversation(loaded)
+                again = await storage.load_conversation(state.conversation_id)
+                assert again == loaded
+                return again
+
+        result = asyncio.run(run())
+        assert result is not None
+        return result
+
+    @pytest.fixture
+    def state(self) -> ConversationState:
+        state = ConversationState("c")
+        state.add_message("user", "q", node_id="q")
+        state.add_message("assistant", "a", node_id="a", metadata={"usage": {"tokens": 1}})
+        return state
+
+    def test_a_thumbs_up(self, state: ConversationState) -> None:
+        def change(s: ConversationState) -> None:
+            s.get_node("a").metadata["rating"] = 5
+
+        assert self._saved(state, change).get_node("a").metadata["rating"] == 5
+
+    def test_nested_metadata(self, state: ConversationState) -> None:
+        def change(s: ConversationState) -> None:
+            s.get_node("a").metadata["usage"]["tokens"] = 2
+
+        assert self._saved(state, change).get_node("a").metadata["usage"] == {"tokens": 2}
+
+    def test_a_message_changed_in_place(self, state: ConversationState) -> None:
+        def change(s: ConversationState) -> None:
+            message = s.get_node("a").message
+            assert message is not None
+            message.content = "better"
+            message.metadata["k"] = "v"
+
+        node = self._saved(state, change).get_node("a")
+        assert node.content == "better"
+        assert node.message is not None
+        assert node.message.metadata == {"k": "v"}
+
+    @pytest.mark.parametrize(
+        ("field", "value"),
+        [
+            ("branch_name", "b"),
+            ("prompt_name", "p"),
+            ("metadata", {"new": 1}),
+            ("message", Message(role="assistant", content="swapped")),
+        ],
+    )
+    def test_a_field_assigned(self, state: ConversationState, field: str, value: Any) -> None:
+        def change(s: ConversationState) -> None:
+            setattr(s.get_node("a"), field, value)
+
+        assert getattr(self._saved(state, change).get_node("a"), field) == value
+
+    def test_a_timestamp_assigned(self, state: ConversationState) -> None:
+        from datetime import datetime, timezone
+
+        when = datetime(2020, 1, 1, tzinfo=timezone.utc)
+
+        def change(s: ConversationState) -> None:
+            s.get_node("a").timestamp = when
+
+        assert self._saved(state, change).get_node("a").timestamp == when
+
+    def test_a_reference_held_across_saves(self) -> None:
+        import asyncio
+
+        from convtree import open_storage
+
+        async def run() -> ConversationState | None:
+            async with open_storage("memory://") as storage:
+                state = ConversationState("held")
+                state.add_message("user", "q", node_id="q")
+                await storage.save_conversation(state)
+                meta = state.get_node("q").metadata  # handed out, then saved
+                await storage.save_conversation(state)
+                meta["late"] = True  # changed after that save
+                await storage.save_conversation(state)
+                return await storage.load_conversation("held")
+
+        loaded = asyncio.run(run())
+        assert loaded is not None
+        assert loaded.get_node("q").metadata == {"late": True}
+
+    def test_reading_for_display_or_sending_watches_nothing(self, state: ConversationState) -> None:
+        from convtree.changes import SavedRevision
+
+        state.mark_saved(SavedRevision("s", 1, 0, 0))
+        state.get_current_messages()
+        state.usage(scope="tree")
+        state._repr_html_()
+        list(state.replay())
+        changes = state.changes()
+        assert changes.empty
+        assert state._journal is not None
+        assert state._journal.handed_out == {}
+
+    def test_an_unchanged_read_writes_nothing(self, state: ConversationState) -> None:
+        from convtree.changes import SavedRevision
+
+        state.mark_saved(SavedRevision("s", 1, 0, 0))
+        assert state.get_node("a").metadata["usage"] == {"tokens": 1}
+        assert state.changes().empty

@@ -206,9 +206,8 @@ def diff_branches(
 
 
 def _text(node: ConversationNode | None) -> str:
-    if node is None or node.message is None:
-        return ""
-    return message_text(node.message)
+    message = None if node is None else node._message_object()
+    return "" if message is None else message_text(message)
 
 
 def _label(node: ConversationNode | None, missing: str) -> str:

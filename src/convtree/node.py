@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import random
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from ._json import copy_json
 from .message import Message, MessageRecord
@@ -40,8 +40,24 @@ def new_node_id() -> str:
     return f"{_rng.getrandbits(4 * NODE_ID_HEX_LENGTH):0{NODE_ID_HEX_LENGTH}x}"
 
 
+class NodeWatch(Protocol):
+    """What a conversation does when one of its nodes is read or changed in place."""
+
+    def reading(self, node: ConversationNode) -> None:
+        """``node.metadata`` or ``node.message`` is handed out: it may be changed inside."""
+
+    def changed(self, node: ConversationNode) -> None:
+        """A field of ``node`` was assigned."""
+
+
 class ConversationNode:
     """One node of the conversation tree: a message and what is known about it.
+
+    Changing a node in place is saved like any other change: assigning a field
+    (``node.branch_name = "b"``, ``node.metadata = {...}``, ``node.message =
+    ...``) marks it changed, and a change made inside what ``node.metadata`` or
+    ``node.message`` returned (``node.metadata["rating"] = 5``,
+    ``node.message.content = "..."``) is found when the conversation is saved.
 
     Attributes:
         node_id: Stable, opaque id, unique within the conversation.
@@ -55,14 +71,15 @@ class ConversationNode:
     """
 
     __slots__ = (
+        "_branch",
         "_message",
+        "_meta",
+        "_prompt",
         "_stamp",
         "_stamp_text",
-        "branch_name",
+        "_watch",
         "extra",
-        "metadata",
         "node_id",
-        "prompt_name",
     )
 
     def __init__(
@@ -80,9 +97,10 @@ class ConversationNode:
         self._message: Message | MessageRecord | None = message
         self._stamp = timestamp
         self._stamp_text: str | None = None
-        self.branch_name = branch_name
-        self.prompt_name = prompt_name
-        self.metadata: dict[str, Any] = {} if metadata is None else metadata
+        self._branch = branch_name
+        self._prompt = prompt_name
+        self._meta: dict[str, Any] = {} if metadata is None else metadata
+        self._watch: NodeWatch | None = None  # the conversation holding the node
         self.extra = extra
 
     @classmethod
@@ -114,15 +132,61 @@ class ConversationNode:
     @property
     def message(self) -> Message | None:
         """The message, or ``None`` for a message-less root."""
+        watch = self._watch
+        if watch is not None:
+            watch.reading(self)
+        return self._message_object()
+
+    @message.setter
+    def message(self, value: Message | None) -> None:
+        self._message = value
+        self._changed()
+
+    def _message_object(self) -> Message | None:
+        """The message, built from its record on first use; not a read that may change it."""
         message = self._message
         if type(message) is dict:
             # Already validated as a MessageRecord, so this cannot fail.
             message = self._message = Message.model_validate(message)
         return message  # type: ignore[return-value]
 
-    @message.setter
-    def message(self, value: Message | None) -> None:
-        self._message = value
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """Free JSON metadata (usage, cost, model, a rating, ...); change it in place freely."""
+        watch = self._watch
+        if watch is not None:
+            watch.reading(self)
+        return self._meta
+
+    @metadata.setter
+    def metadata(self, value: dict[str, Any]) -> None:
+        self._meta = value
+        self._changed()
+
+    @property
+    def branch_name(self) -> str | None:
+        """Optional human label for the branch this node starts."""
+        return self._branch
+
+    @branch_name.setter
+    def branch_name(self, value: str | None) -> None:
+        self._branch = value
+        self._changed()
+
+    @property
+    def prompt_name(self) -> str | None:
+        """Optional name of the prompt template that produced the node."""
+        return self._prompt
+
+    @prompt_name.setter
+    def prompt_name(self, value: str | None) -> None:
+        self._prompt = value
+        self._changed()
+
+    def _changed(self) -> None:
+        watch = self._watch
+        if watch is not None:
+            watch.changed(self)
 
     @property
     def has_message(self) -> bool:
@@ -138,6 +202,7 @@ class ConversationNode:
     def timestamp(self, value: datetime) -> None:
         self._stamp = value
         self._stamp_text = None
+        self._changed()
 
     def _timestamp_text(self) -> str:
         # isoformat() was a third of to_dict's time; a node's timestamp rarely changes.
@@ -169,7 +234,7 @@ class ConversationNode:
             content = message.get("content")
             if type(content) is str:  # the common {"role", "content": text}: no model needed
                 return {"role": message["role"], "content": content}
-        message = self.message
+        message = self._message_object()
         return None if message is None else message.to_dict()
 
     def to_dict(self) -> dict[str, Any]:
@@ -179,11 +244,12 @@ class ConversationNode:
             "message": self.message_dict(),
             "timestamp": self._timestamp_text(),
         }
-        if self.branch_name is not None:
-            out["branch_name"] = self.branch_name
-        if self.prompt_name is not None:
-            out["prompt_name"] = self.prompt_name
-        out["metadata"] = copy_json(self.metadata, "metadata") if self.metadata else {}
+        if self._branch is not None:
+            out["branch_name"] = self._branch
+        if self._prompt is not None:
+            out["prompt_name"] = self._prompt
+        meta = self._meta
+        out["metadata"] = copy_json(meta, "metadata") if meta else {}
         if self.extra:
             for key, value in self.extra.items():
                 out[key] = copy_json(value, key)
@@ -202,9 +268,10 @@ class ConversationNode:
         return node_html(self)
 
     def __repr__(self) -> str:
-        if self.message is None:
+        message = self._message_object()
+        if message is None:
             return f"ConversationNode({self.node_id!r}, root)"
-        text = self.message.text
+        text = message.text
         if len(text) > 40:
             text = text[:37] + "..."
-        return f"ConversationNode({self.node_id!r}, {self.message.role}: {text!r})"
+        return f"ConversationNode({self.node_id!r}, {message.role}: {text!r})"

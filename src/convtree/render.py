@@ -118,10 +118,11 @@ def describe_node(node: ConversationNode, *, width: int = 72, ids: bool = True) 
         describe_node(node)  # 'assistant: A balanced search tree. [v1]  51c2a0e9d3f1'
         ```
     """
-    if node.message is None:
+    message = node._message_object()
+    if message is None:
         text = "(root)"
     else:
-        text = f"{node.message.role}: {_one_line(node.message, width, detailed=False)}"
+        text = f"{message.role}: {_one_line(message, width, detailed=False)}"
     if node.branch_name:
         text += f" [{node.branch_name}]"
     if ids:
@@ -407,13 +408,13 @@ def _one_line(message: Message, width: int, *, detailed: bool) -> str:
 
 def _role_of(node: ConversationNode) -> str:
     """The role as shown: the message's role, clipped, or ``(root)``."""
-    message = node.message
+    message = node._message_object()
     return "(root)" if message is None else _clip(message.role, _LABEL_MAX)
 
 
 def _node_label(node: ConversationNode, width: int) -> str:
     """``role: preview [branch]`` in one line (Mermaid labels)."""
-    message = node.message
+    message = node._message_object()
     text = (
         "(root)"
         if message is None
@@ -811,8 +812,8 @@ def _tooltip(node: ConversationNode) -> str:
     lines = [f"{_clip(node.node_id, _ID_MAX)} · {node.timestamp.isoformat()}"]
     if node.prompt_name:
         lines.append(f"prompt: {_clip(node.prompt_name, _LABEL_MAX)}")
-    if node.metadata:
-        lines.append(f"metadata: {_json_preview(node.metadata, _META_PREVIEW)}")
+    if node._meta:
+        lines.append(f"metadata: {_json_preview(node._meta, _META_PREVIEW)}")
     return escape("\n".join(lines))
 
 
@@ -820,7 +821,7 @@ def _row_html(
     node: ConversationNode, *, preview: int, ids: bool, active: bool = False, cursor: bool = False
 ) -> str:
     """One node as a ``<div class="ct-node ...">`` row."""
-    message = node.message
+    message = node._message_object()
     role, colour = _role_style(None if message is None else message.role)
     classes = "ct-node ct-root" if message is None else f"ct-node ct-role-{role}"
     style = _S_ROW.format(colour=colour)
@@ -854,7 +855,7 @@ def _row_html(
 
 def _summary_html(node: ConversationNode) -> str:
     """What a branch heading says after "k of n": branch name, role, one-line preview."""
-    message = node.message
+    message = node._message_object()
     out = []
     if node.branch_name:
         out.append(_branch_tag_html(node.branch_name) + " ")
@@ -1232,7 +1233,7 @@ def rich_tree(state: ConversationState, *, max_nodes: int = 1000, width: int = 7
             is_active = id(item.tree) in layout.on_path
             label = Text()
             label.append("● " if is_active else "  ", style="bold yellow" if is_active else "")
-            message = node.message
+            message = node._message_object()
             if message is None:
                 label.append("(root)", style="dim")
             else:

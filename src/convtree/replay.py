@@ -57,7 +57,7 @@ class ReplayStep:
     @property
     def message(self) -> Message:
         """The message of this step."""
-        message = self.node.message
+        message = self.node._message_object()
         assert message is not None  # replay skips a message-less root
         return message
 
@@ -92,7 +92,7 @@ def replay(state: ConversationState, ref: NodeRef | None = None) -> Iterator[Rep
     A message-less root is not a step. Linear in the path's length.
     """
     nodes = [node for node in state.get_path(ref) if node.has_message]
-    messages = [node.message for node in nodes]
+    messages = [node._message_object() for node in nodes]
     for i, node in enumerate(nodes):
         parent = state.parent(node)
         yield ReplayStep(
@@ -191,7 +191,7 @@ def _apply(
 
 
 def _message(node: ConversationNode) -> Message:
-    message = node.message
+    message = node._message_object()
     assert message is not None  # only a root may have none, and it is skipped
     return message
 

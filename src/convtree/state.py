@@ -72,6 +72,32 @@ class _Journal:
     added: dict[str, None] = field(default_factory=dict)  # new node ids, in order
     changed: set[str] = field(default_factory=set)  # stored nodes marked changed
     removed: set[str] = field(default_factory=set)  # stored nodes pruned
+    # Stored nodes whose metadata or message was handed out, as JSON text then:
+    # compared when the changes are asked for, to find changes made inside them.
+    handed_out: dict[str, str] = field(default_factory=dict)
+
+
+class _Watch:
+    """Hears about reads and assignments of a conversation's nodes (see :class:`NodeWatch`)."""
+
+    __slots__ = ("journal",)
+
+    def __init__(self) -> None:
+        self.journal: _Journal | None = None
+
+    def reading(self, node: ConversationNode) -> None:
+        journal = self.journal
+        if journal is None:
+            return  # never saved: the next save writes everything
+        node_id = node.node_id
+        if node_id in journal.handed_out or node_id in journal.added or node_id in journal.changed:
+            return
+        journal.handed_out[node_id] = json_text(node.to_dict())
+
+    def changed(self, node: ConversationNode) -> None:
+        journal = self.journal
+        if journal is not None and node.node_id not in journal.added:
+            journal.changed.add(node.node_id)
 
 
 class SiblingPosition(NamedTuple):
@@ -144,6 +170,7 @@ class ConversationState:
         "_path_memo",
         "_root",
         "_schema_label",
+        "_watch",
         "conversation_id",
         "created_at",
         "updated_at",
@@ -171,7 +198,9 @@ class ConversationState:
         self._metadata = _check_metadata(metadata)
         self.created_at = now
         self.updated_at = now
+        self._watch = _Watch()
         root = ConversationNode(new_node_id(), None, now)
+        root._watch = self._watch
         self._root = Tree(root)
         self._index: dict[str, Tree] = {root.node_id: self._root}
         self._cursor = self._root
@@ -409,18 +438,19 @@ class ConversationState:
         """
         target = self._resolve(ref)
         original: ConversationNode = target.data
-        if target.parent is None or original.message is None:
+        message = original._message_object()
+        if target.parent is None or message is None:
             raise TreeOperationError(
                 f"cannot edit the root {original.node_id!r}: it has no siblings"
             )
         node = self._new_node(
-            original.message.role if role is None else role,
+            message.role if role is None else role,
             content,
             node_id=node_id,
             branch_name=branch_name,
             prompt_name=prompt_name,
             metadata=metadata,
-            name=original.message.name if name is None else name,
+            name=message.name if name is None else name,
             tool_calls=tool_calls,
             tool_call_id=tool_call_id,
             function_call=function_call,
@@ -549,7 +579,8 @@ class ConversationState:
 
         A message-less root contributes nothing.
         """
-        return [t.data.message for t in self._cursor.get_path() if t.data.message is not None]
+        messages = [t.data._message_object() for t in self._cursor.get_path()]
+        return [m for m in messages if m is not None]
 
     def depth(self, ref: NodeRef | None = None) -> int:
         """Number of edges from the root to ``ref`` (default: the cursor)."""
@@ -590,6 +621,7 @@ class ConversationState:
                 else:
                     journal.removed.add(node_id)
                     journal.changed.discard(node_id)
+                    journal.handed_out.pop(node_id, None)
         self._branches.pruned(tree, removed_ids, cursor_inside=cursor is tree)
         tree.prune()
         self._leaf_count -= leaves
@@ -618,12 +650,14 @@ class ConversationState:
         }
         path = tree.get_path()
         root = _copy_node(path[0].data)
+        root._watch = fork._watch
         fork._root = Tree(root)
         fork._index = {root.node_id: fork._root}
         parent = fork._root
         with gc_paused():
             for t in path[1:]:
                 node = _copy_node(t.data)
+                node._watch = fork._watch
                 parent = Tree(node, parent)
                 fork._index[node.node_id] = parent
         fork._cursor = parent
@@ -633,10 +667,12 @@ class ConversationState:
         """Record that a node was changed in place, so that the next save writes it.
 
         Saving writes only what changed since the state was loaded or last
-        saved. Nodes added, edited (as siblings) or pruned through this class
-        are tracked; a change made inside an existing node (``node.metadata[k]
-        = v``, ``node.message.content = ...``, ``node.branch_name = ...``) is
-        not, so call this after it (or save with ``full=True``).
+        saved. Every change is found without this: nodes added, edited (as
+        siblings) or pruned, node fields assigned, and changes made inside what
+        ``node.metadata`` or ``node.message`` handed out. Call it for a change
+        made inside a message obtained another way (from
+        :meth:`get_current_messages`, which does not watch, to stay fast on
+        every chat turn), or save with ``full=True``.
         """
         tree = self._resolve(ref)
         journal = self._journal
@@ -819,6 +855,8 @@ class ConversationState:
         """
         journal = self._journal
         head = self.head_fields()
+        if journal is not None:
+            self._find_changes_inside(journal)
         if journal is None or full:
             doc = self.to_dict()
             return ChangeSet(
@@ -855,10 +893,32 @@ class ConversationState:
         """Record that the state is stored as ``revision``: nothing is pending any more.
 
         Stores call this after loading a state and after writing its changes.
+        Nodes whose metadata or message was handed out before stay watched
+        (the caller may still hold them): O(those nodes).
         """
         if not isinstance(revision, SavedRevision):
             raise TypeError(f"mark_saved takes a SavedRevision, got {type(revision).__name__}")
-        self._journal = _Journal(revision, json_text(self._metadata))
+        old = self._journal
+        journal = _Journal(revision, json_text(self._metadata))
+        if old is not None:
+            index = self._index
+            for node_id in (*old.handed_out, *old.changed):
+                tree = index.get(node_id)
+                if tree is not None:
+                    journal.handed_out[node_id] = json_text(tree.data.to_dict())
+        self._journal = journal
+        self._watch.journal = journal
+
+    def _find_changes_inside(self, journal: _Journal) -> None:
+        """Mark changed the handed-out nodes whose JSON differs from when they were handed out."""
+        index = self._index
+        for node_id, before in list(journal.handed_out.items()):
+            tree = index.get(node_id)
+            if tree is None:
+                del journal.handed_out[node_id]
+            elif json_text(tree.data.to_dict()) != before:
+                journal.changed.add(node_id)
+                del journal.handed_out[node_id]
 
     def rebase(self, upstream: ConversationState, *, full: bool = False) -> None:
         """Put this state's pending changes on top of ``upstream``, a newer stored revision.
@@ -889,6 +949,7 @@ class ConversationState:
             raise TreeOperationError(
                 "rebase needs this conversation as stored in the store this state was loaded from"
             )
+        self._find_changes_inside(journal)
         base = journal.base
         mine = json_text(self._metadata)
         metadata_changed = mine != journal.base_metadata
@@ -993,7 +1054,8 @@ class ConversationState:
         """
         with gc_paused():
             parsed = parse_document(upgrade_document(doc))
-            root, index, leaf_count = _build_tree(parsed)
+            watch = _Watch()
+            root, index, leaf_count = _build_tree(parsed, watch)
         state = cls.__new__(cls)
         state.conversation_id = parsed.conversation_id
         state._metadata = parsed.metadata
@@ -1006,6 +1068,7 @@ class ConversationState:
         state._index = index
         state._cursor = index[parsed.current_node_id]
         state._branches = BranchMemory(parsed.active_children)
+        state._watch = watch
         state._lookup = None
         state._journal = None
         state._leaf_count = leaf_count
@@ -1068,6 +1131,7 @@ class ConversationState:
             "_index",
             "_cursor",
             "_branches",
+            "_watch",
             "_metadata",
             "_extra",
             "_schema_label",
@@ -1097,6 +1161,7 @@ class ConversationState:
             if first_user is None and node.role == "user":
                 first_user = node
             summary = PathSummary(memo[1].message_count + 1, first_user)
+        node._watch = self._watch
         tree = Tree(node, parent)
         self._index[node.node_id] = tree
         self._move(tree)
@@ -1233,8 +1298,10 @@ class ConversationState:
         )
 
 
-def _build_tree(parsed: ParsedDocument) -> tuple[Tree, dict[str, Tree], int]:
+def _build_tree(parsed: ParsedDocument, watch: _Watch) -> tuple[Tree, dict[str, Tree], int]:
     nodes, children = parsed.nodes, parsed.children
+    for node in nodes.values():
+        node._watch = watch
     root = Tree(nodes[parsed.root_id])
     index = {parsed.root_id: root}
     stack = [parsed.root_id]
@@ -1274,7 +1341,7 @@ def _copy_node(node: ConversationNode) -> ConversationNode:
         node.timestamp,
         branch_name=node.branch_name,
         prompt_name=node.prompt_name,
-        metadata=copy_json(node.metadata, "metadata"),
+        metadata=copy_json(node._meta, "metadata"),
         extra=copy_json(node.extra, "extra") if node.extra else None,
     )
 

@@ -121,7 +121,7 @@ def sum_usage(nodes: Iterable[ConversationNode]) -> Usage:
         if not node.has_message:
             continue  # a message-less root
         total.messages += 1
-        meta = node.metadata
+        meta = node._meta
         if not meta:
             continue
         inner = meta.get("usage")
