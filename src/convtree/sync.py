@@ -10,29 +10,62 @@
             print(summary.conversation_id, summary.last_message)
 
 The storage runs on an event loop in a private thread, so the facade also
-works where a loop is already running (Jupyter).
+works where a loop is already running (Jupyter). Each blocking method is made
+from the async method of :class:`~convtree.ConversationStorage` by one typed
+wrapper, so it has exactly the async method's parameters (a type checker
+flags ``list_summaries(orderby=...)``) and cannot drift from it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import threading
-from collections.abc import Coroutine, Mapping
-from datetime import datetime
+from collections.abc import Callable, Coroutine
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from .state import ConversationState
-from .storage.base import ConversationStorage, ConversationSummary
+from .errors import StorageError
+from .storage.base import ConversationStorage
 from .storage.registry import open_storage as _open_async
 
 __all__ = ["SyncStorage", "open_storage"]
 
+P = ParamSpec("P")
 T = TypeVar("T")
 
 
+def _blocking(
+    method: Callable[Concatenate[ConversationStorage, P], Coroutine[Any, Any, T]],
+) -> Callable[Concatenate[SyncStorage, P], T]:
+    """A method of :class:`SyncStorage` that runs ``method`` of its storage and waits.
+
+    It has the async method's parameters for type checkers and at run time
+    (``inspect.signature``, ``help``), and its documentation. The storage's own
+    method is looked up by name on each call, so a backend's override runs.
+    """
+    name = method.__name__
+
+    def call(self: SyncStorage, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        result: T = self._run(name, *args, **kwargs)
+        return result
+
+    call.__name__ = name
+    call.__qualname__ = f"SyncStorage.{name}"
+    call.__doc__ = f"Blocking :meth:`~convtree.ConversationStorage.{name}`: {method.__doc__}"
+    call.__signature__ = inspect.signature(method)  # type: ignore[attr-defined]
+    return call
+
+
 class SyncStorage:
-    """The methods of :class:`~convtree.ConversationStorage`, blocking."""
+    """The methods of :class:`~convtree.ConversationStorage`, blocking.
+
+    ``save_conversation``, ``load_conversation``, ``delete_conversation``,
+    ``exists``, ``list_summaries``, ``count_conversations`` and
+    ``list_conversations`` take the async methods' parameters and return their
+    results. After :meth:`close` every method raises
+    :class:`~convtree.StorageError`.
+    """
 
     def __init__(self, url: str | None = None) -> None:
         self._loop = asyncio.new_event_loop()
@@ -41,13 +74,21 @@ class SyncStorage:
         )
         self._thread.start()
         try:
-            self._storage: ConversationStorage = self._run(_open_async(url)._open())
+            self._storage: ConversationStorage = self._wait(_open_async(url)._open())
         except BaseException:
             self._stop()
             raise
+        self._name = str(getattr(self._storage, "name", self._storage))
 
-    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+    def _wait(self, coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    def _run(self, name: str, /, *args: Any, **kwargs: Any) -> Any:
+        """Run the storage's method ``name`` on the private loop; the result."""
+        if self._loop.is_closed():
+            # Checked before the coroutine exists: nothing is left un-awaited.
+            raise StorageError(f"{self._name} is closed: open the storage again to use it")
+        return self._wait(getattr(self._storage, name)(*args, **kwargs))
 
     def _stop(self) -> None:
         self._loop.call_soon_threadsafe(self._loop.stop)
@@ -55,73 +96,28 @@ class SyncStorage:
         self._loop.close()
 
     def __repr__(self) -> str:
-        return f"SyncStorage({getattr(self._storage, 'name', self._storage)})"
+        state = " (closed)" if self._loop.is_closed() else ""
+        return f"SyncStorage({self._name}){state}"
 
     @property
     def compare_and_set(self) -> str:
         """What serializes saves of one conversation (see the async storage)."""
         return str(getattr(self._storage, "compare_and_set", "unknown"))
 
-    def save_conversation(
-        self, state: ConversationState, *, full: bool = False, overwrite: bool = False
-    ) -> None:
-        """Blocking :meth:`~convtree.ConversationStorage.save_conversation`."""
-        self._run(self._storage.save_conversation(state, full=full, overwrite=overwrite))
-
-    def load_conversation(self, conversation_id: str) -> ConversationState | None:
-        """Blocking :meth:`~convtree.ConversationStorage.load_conversation`."""
-        return self._run(self._storage.load_conversation(conversation_id))
-
-    def delete_conversation(self, conversation_id: str) -> bool:
-        """Blocking :meth:`~convtree.ConversationStorage.delete_conversation`."""
-        return self._run(self._storage.delete_conversation(conversation_id))
-
-    def exists(self, conversation_id: str) -> bool:
-        """Blocking :meth:`~convtree.ConversationStorage.exists`."""
-        return self._run(self._storage.exists(conversation_id))
-
-    def list_conversations(
-        self,
-        filter_metadata: Mapping[str, Any] | None = None,
-        limit: int | None = 100,
-        offset: int = 0,
-        **kwargs: Any,
-    ) -> list[ConversationState]:
-        """Blocking :meth:`~convtree.ConversationStorage.list_conversations`."""
-        return self._run(self._storage.list_conversations(filter_metadata, limit, offset, **kwargs))
-
-    def list_summaries(
-        self, filter_metadata: Mapping[str, Any] | None = None, **kwargs: Any
-    ) -> list[ConversationSummary]:
-        """Blocking :meth:`~convtree.ConversationStorage.list_summaries`."""
-        return self._run(self._storage.list_summaries(filter_metadata, **kwargs))
-
-    def count_conversations(
-        self,
-        filter_metadata: Mapping[str, Any] | None = None,
-        *,
-        created_after: datetime | None = None,
-        created_before: datetime | None = None,
-        updated_after: datetime | None = None,
-        updated_before: datetime | None = None,
-    ) -> int:
-        """Blocking :meth:`~convtree.ConversationStorage.count_conversations`."""
-        return self._run(
-            self._storage.count_conversations(
-                filter_metadata,
-                created_after=created_after,
-                created_before=created_before,
-                updated_after=updated_after,
-                updated_before=updated_before,
-            )
-        )
+    save_conversation = _blocking(ConversationStorage.save_conversation)
+    load_conversation = _blocking(ConversationStorage.load_conversation)
+    delete_conversation = _blocking(ConversationStorage.delete_conversation)
+    exists = _blocking(ConversationStorage.exists)
+    list_summaries = _blocking(ConversationStorage.list_summaries)
+    count_conversations = _blocking(ConversationStorage.count_conversations)
+    list_conversations = _blocking(ConversationStorage.list_conversations)
 
     def close(self) -> None:
-        """Close the storage and stop its thread."""
+        """Close the storage and stop its thread; closing again does nothing."""
         if self._loop.is_closed():
             return
         try:
-            self._run(self._storage.close())
+            self._wait(self._storage.close())
         finally:
             self._stop()
 
