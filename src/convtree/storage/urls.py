@@ -1,5 +1,11 @@
 """Parsing storage URLs: paths, query parameters, identifiers, masked passwords.
 
+Local paths in URLs follow the convention users already know for each scheme
+(:func:`local_path`): ``sqlite:`` is SQLAlchemy's (``sqlite:///chats.db`` is
+``./chats.db``, ``sqlite:////var/db/chats.db`` is absolute) and ``file:`` is the
+standard file URI of RFC 8089, which ``Path.as_uri()`` writes
+(``file:///var/store`` is absolute, ``file:store`` is ``./store``).
+
 ``open_storage`` lives in :mod:`convtree.storage.registry`; it is re-exported
 here for code written against earlier versions.
 """
@@ -8,33 +14,48 @@ from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit
+from urllib.request import url2pathname
 
 from ..errors import StorageError
 
 __all__ = [
-    "DEFAULT_STORE",
+    "default_store_path",
     "default_store_url",
     "identifier",
     "local_path",
     "mask_url",
+    "path_url",
     "query",
     "scrub",
 ]
-
-DEFAULT_STORE = Path("~/.local/share/convtree/conversations.db")
-"""Where the embedded default SQLite store lives."""
 
 # Lower case only: PostgreSQL folds unquoted names to lower case, so "Foo" and
 # "foo" would be one table under two names. \Z, not $: "$" matches before "\n".
 _IDENT = re.compile(r"[a-z_][a-z0-9_]{0,62}\Z")
 
+# Schemes whose paths follow SQLAlchemy: "sqlite:///" + the path as written.
+_SQLALCHEMY_STYLE = frozenset({"sqlite"})
+
+
+def default_store_path() -> Path:
+    """Where the embedded default SQLite store lives, by the platform's conventions.
+
+    ``platformdirs.user_data_dir``: ``$XDG_DATA_HOME/convtree`` (else
+    ``~/.local/share/convtree``) on Linux, ``~/Library/Application Support/convtree``
+    on macOS, ``%LOCALAPPDATA%\\convtree`` on Windows; the file is
+    ``conversations.db`` in it.
+    """
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("convtree", appauthor=False)) / "conversations.db"
+
 
 def default_store_url() -> str:
-    """``$CONVTREE_STORE``, or the embedded default SQLite file."""
-    return os.environ.get("CONVTREE_STORE") or f"sqlite:///{DEFAULT_STORE.expanduser()}"
+    """``$CONVTREE_STORE``, or the URL of :func:`default_store_path`."""
+    return os.environ.get("CONVTREE_STORE") or path_url("sqlite", default_store_path())
 
 
 def mask_url(url: str) -> str:
@@ -61,14 +82,89 @@ def query(url: str) -> dict[str, str]:
 
 
 def local_path(url: str, what: str) -> Path:
-    """The local path of a ``scheme:///path`` URL."""
+    """The absolute local path a ``sqlite:`` or ``file:`` URL names.
+
+    ``sqlite:`` follows SQLAlchemy: ``sqlite:///`` then the path as written, so
+    three slashes start a relative path and four an absolute one
+    (``sqlite:///chats.db``, ``sqlite:////var/db/chats.db``,
+    ``sqlite:///C:/db/chats.db``). Any other scheme (``file:``) is a standard file
+    URI (RFC 8089, what ``Path.as_uri()`` writes): ``file:///var/store`` and
+    ``file://localhost/var/store`` are absolute, ``file:store`` is relative. ``~``
+    is the home directory; a relative path is resolved against the current
+    directory now, so the store does not move if the process changes directory.
+
+    Raises:
+        StorageError: the URL names a host, has no path, is a ``sqlite:`` URL
+            without ``//``, or is a three-slash ``sqlite:`` URL that surely
+            means the absolute path earlier convtree versions read it as
+            (``sqlite:///tmp/x.db`` beside ``/tmp``): write four slashes for an
+            absolute path, ``sqlite:///./x.db`` for a relative one.
+    """
     parts = urlsplit(url)
-    if parts.netloc not in ("", "localhost"):
-        raise StorageError(f"{what} URL {url!r} must be {parts.scheme}:///absolute/path")
-    path = unquote(parts.path)
-    if not path or path == "/":
-        raise StorageError(f"{what} URL {url!r} has no path")
-    return Path(path).expanduser()
+    scheme = parts.scheme.lower()
+    if scheme in _SQLALCHEMY_STYLE:
+        if parts.netloc or not url.partition(":")[2].startswith("//"):
+            raise StorageError(
+                f"{what} URL {url!r} must be {scheme}:///relative/path or "
+                f"{scheme}:////absolute/path (SQLAlchemy's form)"
+            )
+        written = unquote(parts.path[1:])
+        if written.strip("/") in ("", ":memory:"):
+            raise StorageError(f"{what} URL {url!r} has no path (memory:// is the store in memory)")
+        _refuse_legacy_absolute(url, what, written)
+    else:
+        if parts.netloc not in ("", "localhost"):
+            raise StorageError(
+                f"{what} URL {url!r} names the host {parts.netloc!r}: write "
+                f"{scheme}:///absolute/path or {scheme}:relative/path"
+            )
+        written = url2pathname(parts.path)
+        if written.strip("/\\") == "":
+            raise StorageError(f"{what} URL {url!r} has no path")
+    try:
+        return Path(os.path.abspath(Path(written).expanduser()))
+    except OSError as exc:  # the current directory was deleted
+        raise StorageError(f"{what} URL {url!r}: cannot resolve the path ({exc})") from None
+
+
+def _refuse_legacy_absolute(url: str, what: str, written: str) -> None:
+    """Refuse ``sqlite:///tmp/x.db`` where it surely means ``/tmp/x.db``.
+
+    Earlier convtree versions read three slashes as an absolute path. A relative
+    path whose first part exists at the file system root but not in the current
+    directory (``tmp/x.db`` beside ``/tmp``, ``chats.db`` beside ``/chats.db``)
+    is refused with both spellings; ``./`` marks a relative path on purpose.
+    """
+    path = Path(written)
+    if path.is_absolute() or PureWindowsPath(written).drive or written.startswith(("./", "~")):
+        return
+    try:
+        cwd = Path.cwd()
+    except OSError:
+        return  # local_path reports it
+    root = Path(cwd.anchor)
+    first = path.parts[0]
+    if (root / first).exists() and not (cwd / first).exists():
+        raise StorageError(
+            f"{what} URL {url!r} is ambiguous: three slashes start a path relative to the "
+            f"current directory (SQLAlchemy's convention), {cwd / path}, but {root / first} "
+            f"exists and {cwd / first} does not (earlier convtree versions read this URL as "
+            f"{root / path}). Write sqlite:///{(root / path).as_posix()} for the absolute "
+            f"path, or sqlite:///./{path.as_posix()} for the relative one"
+        )
+
+
+def path_url(scheme: str, path: Path | str) -> str:
+    """The URL of a local path by the scheme's convention; :func:`local_path` reads it back.
+
+    ``path_url("sqlite", "/var/db/x.db") == "sqlite:////var/db/x.db"``;
+    ``path_url("file", "/var/store") == "file:///var/store"``. A relative path is
+    made absolute first.
+    """
+    absolute = Path(os.path.abspath(path))
+    if scheme in _SQLALCHEMY_STYLE:
+        return f"{scheme}:///{quote(absolute.as_posix(), safe='/:~')}"
+    return f"{scheme}:{absolute.as_uri().partition(':')[2]}"
 
 
 def identifier(value: str, what: str, url: str) -> str:
