@@ -178,3 +178,69 @@ def test_show_on_a_terminal_draws_the_tree_with_rich(
     out = terminal.getvalue()
     assert "edited-question" in out
     assert "2 of 2" in out  # rich_tree's "k of n", not render_tree's ├─
+
+
+def _damaged_file_store(root: Path) -> str:
+    """A file store with a readable conversation, one whose head is truncated, a segment
+    no head lists and a temporary file a crashed write left."""
+    url = f"file://{root}"
+
+    async def fill() -> None:
+        async with open_storage(url) as storage:
+            for cid in ("good", "bad"):
+                state = ConversationState(cid)
+                state.add_message("user", f"hello from {cid}")
+                await storage.save_conversation(state)
+            orphan = {"kind": "segment", "payload": '{"nodes": [], "edges": []}'}
+            await storage.records.write("good~1-0badc0de", orphan, "create")  # type: ignore[attr-defined]
+
+    asyncio.run(fill())
+    head = root / "bad.json"
+    head.write_bytes(head.read_bytes()[:50])
+    (root / ".tmp-0123").write_text("half a record")
+    return url
+
+
+def test_check_reports_then_repairs_a_damaged_store(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = tmp_path / "store"
+    url = _damaged_file_store(root)
+    assert main(["check", "--store", url, "--grace", "0"]) == 1
+    out = capsys.readouterr().out
+    assert "damaged: conversation 'bad': record 'bad': file bad.json: truncated JSON" in out
+    assert "orphan: segment 'good~1-0badc0de'" in out
+    assert "leftover: .tmp-0123" in out
+    assert "run again with --repair" in out
+    assert (root / "bad.json").exists()  # checking changes nothing
+
+    assert main(["check", "--store", url, "--repair", "--grace", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "all repaired" in out
+    quarantined = sorted(p.name.split(".json.")[0] for p in (root / "quarantine").iterdir())
+    assert quarantined[0] == "bad"  # the head, and the segment it listed, moved aside
+    assert [name[:8] for name in quarantined[1:]] == ["bad%7E1-"], quarantined
+    assert not (root / "bad.json").exists()
+    assert not (root / ".tmp-0123").exists()
+
+    assert main(["check", "--store", url]) == 0
+    assert "no problems found" in capsys.readouterr().out
+    assert main(["show", "good", "--store", url]) == 0
+    assert "hello from good" in capsys.readouterr().out
+
+
+def test_check_uses_the_default_store_and_exits_1_on_problems(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = _damaged_file_store(tmp_path / "default")
+    monkeypatch.setenv("CONVTREE_STORE", url)
+    done = subprocess.run(
+        [sys.executable, "-m", "convtree.cli", "check", "--grace", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1, done.stderr
+    assert "damaged: conversation 'bad'" in done.stdout
+    assert main(["check", "--store", f"memory://{tmp_path.name}"]) == 0

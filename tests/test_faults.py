@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -25,6 +26,7 @@ import time
 import traceback
 import uuid
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -37,13 +39,17 @@ from convtree import (
     ConversationState,
     ConversationStorage,
     ConvtreeError,
+    StorageError,
+    StorageUnavailableError,
     open_storage,
 )
 from convtree.testing import append_and_save
 
 from .conftest import _postgres_url, fresh_store_url
+from .test_storage_damage import store_url
 
 WRITER_SCRIPT = Path(__file__).resolve().parent / "fault_writer.py"
+STALL_SCRIPT = WRITER_SCRIPT.parent / "stall_writer.py"
 REPO = WRITER_SCRIPT.parent.parent
 CONVERSATION = "busy"
 
@@ -153,7 +159,24 @@ def _create(url: str) -> None:
 
 
 def _url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    if backend in ("file", "sqlite"):
+        return store_url(backend, request, tmp_path)
     return fresh_store_url(backend, request, tmp_path)
+
+
+def _repair(url: str) -> tuple[int, int, str | None]:
+    """``check --repair`` after the faults: (orphans, leftovers) it removed, and what a
+    second check still finds (None: clean, and the conversation still loads)."""
+
+    async def main() -> tuple[int, int, str | None]:
+        async with open_storage(url) as storage:
+            report = await storage.check(repair=True, grace=0)  # type: ignore[attr-defined]
+            again = await storage.check(grace=0)  # type: ignore[attr-defined]
+            await storage.load_conversation(CONVERSATION)
+            problem = None if again.clean and report.repaired else "; ".join(again.lines())
+            return len(report.orphans), len(report.leftovers), problem
+
+    return asyncio.run(main())
 
 
 # ---------------------------------------------------------------- writer processes
@@ -298,11 +321,13 @@ def test_kill_9_writers(backend: str, tmp_path: Path, request: pytest.FixtureReq
     errors = Counter(line for writer in dead for line in writer.errors())
     marker = f"after-{backend}-kills"
     verdict = _verify(url, acked, marker)
+    orphans, leftovers, unrepaired = _repair(url) if verdict.load_error is None else (0, 0, None)
     summary = (
         f"[{backend}] {kills} kills at random points + {WRITERS} survivors killed, "
         f"{len(dead)} writer processes, {len(acked)} acknowledged messages, "
         f"writer errors {dict(errors) or 'none'}, fault phase {fault_seconds:.1f} s, "
-        f"{_describe(verdict)}" + (f", not ready: {not_ready}" if not_ready else "")
+        f"{_describe(verdict)}; check --repair removed {orphans} orphan segments and "
+        f"{leftovers} temporary files" + (f", not ready: {not_ready}" if not_ready else "")
     )
     print(f"{summary} [convtree from {Path(convtree.__file__).parent}]")
     if not_ready:
@@ -314,6 +339,7 @@ def test_kill_9_writers(backend: str, tmp_path: Path, request: pytest.FixtureReq
         pytest.fail(f"writers that never got going: {summary}{stderr}")
     assert acked, f"no writer acknowledged anything; the test proves nothing: {summary}"
     _assert_verdict(verdict, summary)
+    assert unrepaired is None, f"check --repair left problems: {unrepaired}; {summary}"
 
 
 # ---------------------------------------------------------------- 2. pg_terminate_backend
@@ -387,7 +413,19 @@ def test_pg_terminate_backend_during_saves(postgres_server: str, target: str) ->
             i += 1
             try:
                 await append_and_save(storage, CONVERSATION, text)
+                acked.append(text)
+                # Every other path meets the broken connections too.
+                await storage.list_summaries(limit=3)
+                await storage.count_conversations({"user_id": tag})
+                await storage.exists(CONVERSATION)
+                scratch = ConversationState(f"{tag}-scratch-{i}", metadata={"user_id": tag})
+                await storage.save_conversation(scratch)
+                await storage.delete_conversation(scratch.conversation_id)
+                continue
             except ConvtreeError as exc:
+                if isinstance(exc, StorageUnavailableError) and "safe" not in str(exc):
+                    raw["StorageUnavailableError without 'safe'"] += 1
+                    samples.setdefault("StorageUnavailableError without 'safe'", str(exc))
                 convtree_errors[type(exc).__name__] += 1
                 await asyncio.sleep(0.01)
                 continue
@@ -397,7 +435,6 @@ def test_pg_terminate_backend_during_saves(postgres_server: str, target: str) ->
                 samples.setdefault(name, f"{str(exc)[:160]} (at {_where(exc)})")
                 await asyncio.sleep(0.01)
                 continue
-            acked.append(text)
 
     async def terminator(stop: asyncio.Event) -> None:
         admin = await asyncpg.connect(**_admin_connect_args(url))
@@ -451,3 +488,192 @@ def test_pg_terminate_backend_during_saves(postgres_server: str, target: str) ->
     # raw driver exception. Expected to fail until the storage refactor wraps them; to
     # disable while it is in progress, comment out this one assertion.
     assert not raw, f"non-convtree exceptions escaped: {dict(raw)}; {summary}"
+
+
+# ---------------------------------------------------------------- 3. every path, deterministically
+
+
+class _BrokenPool:
+    """An asyncpg pool whose connection is gone: every call raises ``error``, the first
+    ``failures`` calls only (then the real pool answers), or all of them."""
+
+    def __init__(self, real: object, error: Exception, failures: int = 10**9) -> None:
+        self.real, self.error, self.failures = real, error, failures
+
+    def _fail(self) -> bool:
+        self.failures -= 1
+        return self.failures >= 0
+
+    def __getattr__(self, name: str) -> object:
+        if name not in ("fetch", "fetchval", "execute"):
+            raise AttributeError(name)
+
+        async def call(*args: object, **kwargs: object) -> object:
+            if self._fail():
+                raise self.error
+            return await getattr(self.real, name)(*args, **kwargs)
+
+        return call
+
+    def acquire(self) -> object:
+        pool = self
+
+        class _Acquire:
+            async def __aenter__(self) -> object:
+                if pool._fail():
+                    raise pool.error
+                self.cm = pool.real.acquire()  # type: ignore[attr-defined]
+                return await self.cm.__aenter__()
+
+            async def __aexit__(self, *exc: object) -> None:
+                await self.cm.__aexit__(*exc)
+
+        return _Acquire()
+
+
+def test_every_postgres_path_turns_a_lost_connection_into_unavailable(postgres_server: str) -> None:
+    """Reads, listings, counts, deletes, saves and checks: a broken connection is a
+    StorageUnavailableError that says trying again is safe, and a single break is retried."""
+    from asyncpg.exceptions import ConnectionDoesNotExistError, InternalClientError
+
+    url = _postgres_url(postgres_server, f"t{uuid.uuid4().hex[:12]}")
+    errors = [
+        ConnectionDoesNotExistError("connection was closed in the middle of operation"),
+        InternalClientError("cannot switch to state 12; another operation is in progress"),
+    ]
+
+    async def main() -> None:
+        async with open_storage(url) as storage:
+            records = storage.records  # type: ignore[attr-defined]
+            real = records.db._pool
+            state = ConversationState("c", metadata={"user_id": "u"})
+            state.add_message("user", "hi")
+            await storage.save_conversation(state)
+
+            def operations() -> dict[str, Callable[[], Awaitable[object]]]:
+                def save() -> Awaitable[None]:
+                    state.add_message("user", "more")
+                    return storage.save_conversation(state)
+
+                return {
+                    "exists": lambda: storage.exists("c"),
+                    "load": lambda: storage.load_conversation("c"),
+                    "list": lambda: storage.list_summaries({"user_id": "u"}),
+                    "count": lambda: storage.count_conversations(),
+                    "damaged": lambda: storage.damaged_conversations(),  # type: ignore[attr-defined]
+                    "check": lambda: storage.check(grace=0),  # type: ignore[attr-defined]
+                    "save": save,
+                    "delete": lambda: storage.delete_conversation("gone"),
+                }
+
+            try:
+                for error in errors:
+                    for name, call in operations().items():
+                        records.db._pool = _BrokenPool(real, error)
+                        with pytest.raises(StorageUnavailableError, match="safe") as info:
+                            await call()
+                        assert type(error).__name__ in str(info.value), name
+                    for call in operations().values():
+                        records.db._pool = _BrokenPool(real, error, failures=1)
+                        await call()  # retried: succeeds
+            finally:
+                records.db._pool = real
+            loaded = await storage.load_conversation("c")
+            assert loaded == state
+
+    asyncio.run(main())
+
+
+# ---------------------------------------------------------------- 4. SIGSTOP while holding the lock
+
+STALL_WAIT = 1.0  # the timeout the other writers are opened with (seconds)
+
+
+def _wait_line(proc: subprocess.Popen[str], timeout: float) -> str:
+    got: list[str] = []
+    assert proc.stdout is not None
+    reader = threading.Thread(target=lambda: got.append(proc.stdout.readline()), daemon=True)  # type: ignore[union-attr]
+    reader.start()
+    reader.join(timeout)
+    return got[0].strip() if got else ""
+
+
+def _stopped(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return False
+        if state in ("T", "t"):
+            return True
+        time.sleep(0.02)
+    return False
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGSTOP"), reason="needs SIGSTOP")
+@pytest.mark.parametrize("backend", ["file", "sqlite", "postgres"])
+def test_a_writer_stopped_while_holding_the_lock_blocks_others_only_until_the_timeout(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    base = _url(backend, tmp_path, request)
+    param = {"file": "lock_timeout", "sqlite": "timeout", "postgres": "lock_timeout"}[backend]
+    url = f"{base}{'&' if '?' in base else '?'}{param}={STALL_WAIT:g}"
+    _create(url)
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(
+        [sys.executable, str(STALL_SCRIPT), url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        env=env,
+        cwd=REPO,
+        text=True,
+    )
+    outcome: dict[str, object] = {}
+    try:
+        line = _wait_line(proc, READY_TIMEOUT)
+        assert line == "stalled", f"the stalled writer did not get there: {line!r} {proc.poll()}"
+        assert _stopped(proc.pid, 10), "the writer did not stop"
+
+        async def blocked() -> None:
+            async with open_storage(url) as storage:
+                state = await storage.load_conversation(CONVERSATION)  # readers are not blocked
+                assert state is not None
+                outcome["listed"] = len(await storage.list_summaries())
+                state.add_message("user", "from the blocked writer")
+                started = time.monotonic()
+                try:
+                    await asyncio.wait_for(storage.save_conversation(state), 60)
+                except StorageError as exc:
+                    outcome["error"] = exc
+                outcome["seconds"] = time.monotonic() - started
+
+        asyncio.run(blocked())
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+        assert proc.stdout is not None
+        assert proc.stderr is not None
+        proc.stdout.close()
+        proc.stderr.close()
+    error, seconds = outcome.get("error"), outcome.get("seconds")
+    print(f"[{backend}] blocked save gave up after {seconds:.2f} s: {error}")
+    assert outcome["listed"] == 1
+    assert isinstance(error, StorageError)
+    assert not isinstance(error, StorageUnavailableError)
+    assert re.search(r"timed out|lock", str(error)), error
+    assert isinstance(seconds, float)
+    assert STALL_WAIT * 0.9 <= seconds < STALL_WAIT + 10
+
+    # The stalled writer is gone (SIGKILL): the next save goes through at once.
+    async def after() -> ConversationState | None:
+        async with open_storage(url) as storage:
+            await asyncio.wait_for(
+                append_and_save(storage, CONVERSATION, "after the stall"), NEXT_SAVE_TIMEOUT
+            )
+            return await storage.load_conversation(CONVERSATION)
+
+    stored = asyncio.run(after())
+    assert stored is not None
+    assert _texts(stored) == {"after the stall"}  # the stalled save never committed

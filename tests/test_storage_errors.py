@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from convtree import ConversationState, StorageError, open_storage
+from convtree.errors import DamagedRecordError, DamagedRecordWarning
 from convtree.storage.urls import mask_url
 from convtree.sync import open_storage as open_sync
 
@@ -48,16 +49,19 @@ def test_a_corrupt_record_file_raises_naming_it_and_is_kept(tmp_path: Path) -> N
     text = head.read_bytes()
     head.write_bytes(text[: len(text) // 2])  # truncated
     with open_sync(url) as storage:
-        with pytest.raises(StorageError, match=r"c\.json"):
+        with pytest.raises(DamagedRecordError, match=r"'c'.*c\.json: truncated JSON") as info:
             storage.load_conversation("c")
-        with pytest.raises(StorageError):
-            storage.save_conversation(ConversationState("c"), overwrite=True)
+        assert (info.value.conversation_id, info.value.key) == ("c", "c")
+        with pytest.warns(DamagedRecordWarning, match="'c'"):
+            assert [s.conversation_id for s in storage.list_summaries()] == ["d"]
         assert storage.load_conversation("d") == other
-    assert head.read_bytes() == text[: len(text) // 2]
+        assert head.read_bytes() == text[: len(text) // 2]  # reading never changes it
+        storage.save_conversation(state, overwrite=True)  # replacing it works
+        assert storage.load_conversation("c") == state
 
 
 def test_sync_facade_round_trip_and_repr(tmp_path: Path) -> None:
-    with open_sync(f"sqlite://{tmp_path}/x.db") as storage:
+    with open_sync(f"sqlite:///{tmp_path}/x.db") as storage:
         state = ConversationState("s", metadata={"user_id": "u"})
         state.add_message("user", "hello")
         storage.save_conversation(state)
@@ -73,7 +77,7 @@ def test_a_newer_major_document_in_the_store_is_refused_and_kept(tmp_path: Path)
     """A conversation a future convtree wrote (schema 3.x): a clear error, never rewritten."""
     from convtree import SchemaVersionError
 
-    url = f"sqlite://{tmp_path}/x.db"
+    url = f"sqlite:///{tmp_path}/x.db"
 
     async def run() -> None:
         async with open_storage(url) as storage:

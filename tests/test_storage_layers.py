@@ -221,7 +221,8 @@ def test_record_store_write_modes() -> None:
         assert await store.read("k") == {"kind": "head", "revision": 7}
         with pytest.raises(ValueError, match="unknown write mode"):
             await store.write("k", {}, "upsert")  # type: ignore[arg-type]
-        assert [r async for r in store.scan_heads()] == [{"kind": "head", "revision": 7}]
+        assert [r async for r in store.scan_heads()] == [("k", {"kind": "head", "revision": 7})]
+        assert [k async for k in store.scan_keys()] == ["k"]
         assert await store.delete("k")
         assert not await store.delete("k")
 
@@ -279,6 +280,32 @@ def test_a_save_whose_outcome_was_unknown_is_not_applied_twice() -> None:
     assert stored.metadata == {"n": 2}
 
 
+def test_a_new_conversation_whose_first_save_broke_off_after_committing_is_recognized() -> None:
+    """The retry of a first save whose commit went through must not call its own
+    conversation "already stored by someone else" (ConflictError)."""
+    from convtree import DataknobsConversationStorage
+
+    async def body() -> ConversationState | None:
+        records = _FlakyCommits()
+        storage = DataknobsConversationStorage(records)
+        state = ConversationState("new", metadata={"nan": float("nan")})
+        state.add_message("user", "one")
+        records.break_after_commit = 1
+        await storage.save_conversation(state)
+        assert state.saved_revision is not None
+        state.add_message("assistant", "two")
+        await storage.save_conversation(state)
+        other = ConversationState("new")  # someone else's state of that id is still refused
+        records.break_after_commit = 1
+        with pytest.raises(ConflictError, match="overwrite=True"):
+            await storage.save_conversation(other)
+        return await storage.load_conversation("new")
+
+    stored = asyncio.run(body())
+    assert stored is not None
+    assert [str(n.content) for n in stored.nodes() if n.has_message] == ["one", "two"]
+
+
 def test_saving_an_unchanged_state_writes_nothing() -> None:
     async def body(storage: convtree.ConversationStorage) -> list[int]:
         state = ConversationState("c")
@@ -319,7 +346,7 @@ def test_sql_identifiers_that_would_fold_or_break_are_refused(table: str, tmp_pa
     from urllib.parse import quote
 
     with pytest.raises(StorageError, match="lower-case SQL identifier"):
-        asyncio.run(open_storage(f"sqlite://{tmp_path}/x.db?table={quote(table)}")._open())
+        asyncio.run(open_storage(f"sqlite:///{tmp_path}/x.db?table={quote(table)}")._open())
 
 
 class TestBareDataknobsDatabase(StorageConformance):

@@ -29,7 +29,7 @@ def _write(url: str, first: int) -> None:
 
 @pytest.mark.parametrize("backend", ["file", "sqlite"])
 def test_fifty_writers_in_ten_processes_lose_nothing(backend: str, tmp_path: object) -> None:
-    url = f"file://{tmp_path}/store" if backend == "file" else f"sqlite://{tmp_path}/store.db"
+    url = f"file://{tmp_path}/store" if backend == "file" else f"sqlite:///{tmp_path}/store.db"
 
     async def create(storage: object) -> None:
         await storage.save_conversation(ConversationState("busy"))  # type: ignore[attr-defined]

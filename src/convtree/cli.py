@@ -15,10 +15,12 @@ from .errors import ConvtreeError
 from .format import document_json_schema
 from .render import render_tree, to_html, to_mermaid
 from .state import ConversationState
+from .storage.adapter import DataknobsConversationStorage
+from .storage.check import CheckReport
 from .storage.registry import open_storage
 from .storage.urls import default_store_url, mask_url
 
-__all__ = ["build_demo", "main"]
+__all__ = ["build_demo", "check_store", "main"]
 
 
 def build_demo() -> ConversationState:
@@ -105,6 +107,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     _store_option(diff)
     diff.add_argument("--format", choices=("text", "html"), default="text")
     sub.add_parser("schema", help="print the JSON Schema of the current document format")
+    check = sub.add_parser(
+        "check",
+        help="read every record of a store: report conversations that cannot be read and "
+        "orphan records (exit 1 if any remain)",
+    )
+    _store_option(check)
+    check.add_argument(
+        "--repair",
+        action="store_true",
+        help="delete orphans and leftovers of crashed writes; quarantine (move aside, "
+        "unchanged) the records of conversations that cannot be read",
+    )
+    check.add_argument(
+        "--grace",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="on stores without transactions (files, S3), count a record no head lists as "
+        "an orphan only if it is still so after this many seconds, in case a save is "
+        "writing it (default: 10)",
+    )
     args = parser.parse_args(argv)
     try:
         if args.command == "demo":
@@ -124,6 +147,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "schema":
             print(json.dumps(document_json_schema(), indent=2, ensure_ascii=False))
             return 0
+        if args.command == "check":
+            report = asyncio.run(check_store(args.store or default_store_url(), args))
+            print("\n".join(report.lines()))
+            return report.exit_code
         if args.command == "diff":
             state = _open(args.conversation_id, args.store, allow_file=False)
             branches = state.diff(args.a, args.b)
@@ -151,6 +178,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         print(f"convtree: error: {exc}", file=sys.stderr)
         return 1
+
+
+async def check_store(url: str, args: argparse.Namespace) -> CheckReport:
+    """``convtree check``: :meth:`~convtree.DataknobsConversationStorage.check` on ``url``."""
+    async with open_storage(url) as storage:
+        if not isinstance(storage, DataknobsConversationStorage):
+            raise ConvtreeError(
+                f"{mask_url(url)} is a {type(storage).__name__}, which convtree check "
+                "cannot read record by record"
+            )
+        return await storage.check(repair=args.repair, grace=max(args.grace, 0.0))
 
 
 def _store_option(parser: argparse.ArgumentParser) -> None:

@@ -13,7 +13,10 @@ each also derives from the built-in exception a caller would naturally catch::
     └── StorageError                        a store cannot be opened, used or read
         ├── ConflictError                   a stale save that does not merge: reload
         ├── StorageUnavailableError         the store broke off mid-request: retrying is safe
-        └── PreconditionFailed              a backend's conditional write was refused
+        ├── PreconditionFailed              a backend's conditional write was refused
+        └── DamagedRecordError              a stored record cannot be read (truncated, garbled)
+
+    DamagedRecordWarning (UserWarning)      a listing skipped conversations it cannot read
 
 Messages say what is wrong and where: the JSON path (``nodes[3].message.role``),
 the node id, the version.
@@ -25,6 +28,8 @@ __all__ = [
     "AmbiguousReferenceError",
     "ConflictError",
     "ConvtreeError",
+    "DamagedRecordError",
+    "DamagedRecordWarning",
     "FilterError",
     "FormatError",
     "NodeNotFoundError",
@@ -147,4 +152,48 @@ class PreconditionFailed(StorageError):
 
     def __init__(self, message: str, *, key: str | None = None):
         self.key = key
+        super().__init__(message)
+
+
+class DamagedRecordError(StorageError):
+    """A stored record cannot be read: truncated or garbled bytes, wrong types, a
+    missing field, or a segment its head lists that is not there.
+
+    Nothing was changed. The conversation can still be deleted
+    (``delete_conversation``) or replaced (``save_conversation(state,
+    overwrite=True)``); ``convtree check --repair`` sets its records aside.
+
+    Attributes:
+        conversation_id: The conversation the record belongs to, when known.
+        key: The storage key of the damaged record.
+        problem: What is wrong with it ("truncated JSON at byte 120", ...).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        conversation_id: str | None = None,
+        key: str | None = None,
+        problem: str | None = None,
+    ):
+        self.conversation_id = conversation_id
+        self.key = key
+        self.problem = problem if problem is not None else message
+        super().__init__(message)
+
+
+class DamagedRecordWarning(UserWarning):
+    """A listing or count skipped conversations whose head record cannot be read.
+
+    The other conversations are listed as usual. ``storage.damaged_conversations()``
+    names them; ``convtree check`` reports, and ``convtree check --repair``
+    quarantines, them.
+
+    Attributes:
+        conversation_ids: The ids of the skipped conversations.
+    """
+
+    def __init__(self, message: str, *, conversation_ids: tuple[str, ...] = ()):
+        self.conversation_ids = conversation_ids
         super().__init__(message)

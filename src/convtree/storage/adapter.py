@@ -15,13 +15,18 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Mapping
+import sys
+import warnings
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._json import json_text
 from ..errors import (
     ConflictError,
+    DamagedRecordError,
+    DamagedRecordWarning,
     FilterError,
     PreconditionFailed,
     StorageError,
@@ -35,20 +40,28 @@ from .layout import (
     MAX_RECORD_ID_LENGTH,
     PREVIEW_LENGTH,
     Head,
+    as_damaged,
+    damaged_error,
     parse_head,
     plan_save,
     record_id,
     state_from_records,
 )
-from .records import RecordStore
+from .records import Record, RecordStore
 
 if TYPE_CHECKING:
     from dataknobs_data import AsyncDatabase
+
+    from .check import CheckReport, DamagedRecord
+
+T = TypeVar("T")
 
 __all__ = ["MAX_RECORD_ID_LENGTH", "PREVIEW_LENGTH", "DataknobsConversationStorage", "record_id"]
 
 _LOAD_ATTEMPTS = 20
 _UNAVAILABLE_ATTEMPTS = 4
+_MISSING_READS = 3  # a segment missing while its head stays at one revision: damaged
+_PACKAGE = str(Path(__file__).resolve().parent.parent)
 _SAVE_ATTEMPTS = 1000  # each failed attempt means another writer's save succeeded
 
 
@@ -102,24 +115,44 @@ class DataknobsConversationStorage(ConversationStorage):
 
     async def exists(self, conversation_id: str) -> bool:
         self._check_open()
-        return await self._head(record_id(conversation_id), conversation_id) is not None
+        key = record_id(conversation_id)
+
+        async def once() -> bool:
+            try:
+                return await self._head(key, conversation_id) is not None
+            except DamagedRecordError:
+                return True  # there, though it cannot be read
+
+        return await self._reading(f"exists({conversation_id!r})", once)
 
     async def load_conversation(self, conversation_id: str) -> ConversationState | None:
+        """The stored conversation, or ``None`` when there is none with this id.
+
+        Raises:
+            DamagedRecordError: a record of it cannot be read (the error names
+                the conversation, the record's key and what is wrong).
+            SchemaVersionError: a newer convtree wrote it in a newer major format.
+        """
         self._check_open()
         key = record_id(conversation_id)
-        for attempt in range(_LOAD_ATTEMPTS):
-            head = await self._head(key, conversation_id)
-            if head is None:
-                return None
-            state = await self._load(head)
-            if state is not None:
-                return state
-            # A concurrent save merged segments away after we read the head: read again.
-            await _backoff(attempt)
-        raise StorageError(
-            f"conversation {conversation_id!r} in {self.name}: a segment its head lists "
-            f"is missing after {_LOAD_ATTEMPTS} reads"
-        )
+
+        async def once() -> ConversationState | None:
+            for attempt in range(_LOAD_ATTEMPTS):
+                head = await self._head(key, conversation_id)
+                if head is None:
+                    return None
+                state = await self._load(head)
+                if state is not None:
+                    return state
+                # A concurrent save merged segments away after we read the head: read again.
+                await _backoff(attempt)
+            raise StorageError(  # pragma: no cover - needs 20 saves during one load
+                f"conversation {conversation_id!r} in {self.name}: its head moved on "
+                f"{_LOAD_ATTEMPTS} times while it was being read (very busy writers); "
+                "load it again"
+            )
+
+        return await self._reading(f"loading conversation {conversation_id!r}", once)
 
     async def list_summaries(
         self,
@@ -133,6 +166,12 @@ class DataknobsConversationStorage(ConversationStorage):
         updated_after: datetime | None = None,
         updated_before: datetime | None = None,
     ) -> list[ConversationSummary]:
+        """Summaries of the matching conversations, sorted and paged, no trees loaded.
+
+        A conversation whose head record cannot be read is skipped with a
+        :class:`~convtree.errors.DamagedRecordWarning` naming it (see
+        :meth:`damaged_conversations`).
+        """
         self._check_open()
         flt = MetadataFilter(
             filter_metadata,
@@ -143,7 +182,7 @@ class DataknobsConversationStorage(ConversationStorage):
         )
         limit, offset = check_page(limit, offset)
         key, descending = _order(order_by)
-        rows = await self._select(flt)
+        rows = await self._reading("listing", lambda: self._select(flt, "list_summaries"))
         rows.sort(key=lambda s: s.conversation_id)  # ties by id
         rows.sort(key=lambda s: getattr(s, key), reverse=descending)
         return rows[offset:] if limit is None else rows[offset : offset + limit]
@@ -157,6 +196,7 @@ class DataknobsConversationStorage(ConversationStorage):
         updated_after: datetime | None = None,
         updated_before: datetime | None = None,
     ) -> int:
+        """How many conversations match; damaged ones are skipped with a warning."""
         self._check_open()
         flt = MetadataFilter(
             filter_metadata,
@@ -165,7 +205,60 @@ class DataknobsConversationStorage(ConversationStorage):
             updated_after=updated_after,
             updated_before=updated_before,
         )
-        return len(await self._select(flt))
+        rows = await self._reading("counting", lambda: self._select(flt, "count_conversations"))
+        return len(rows)
+
+    async def damaged_conversations(self) -> list[DamagedRecord]:
+        """The conversations whose head record cannot be read: what listings skip.
+
+        Reads every head (as an unfiltered listing does), not the segments:
+        :meth:`check` reads every record.
+        """
+        from .check import DamagedRecord
+
+        self._check_open()
+
+        async def once() -> list[DamagedRecord]:
+            found = []
+            async for key, item in self.records.scan_heads():
+                try:
+                    self._parse_item(key, item)
+                except DamagedRecordError as exc:
+                    found.append(DamagedRecord.from_error(exc))
+            return sorted(found, key=lambda d: (d.conversation_id, d.key))
+
+        return await self._reading("looking for damaged conversations", once)
+
+    async def check(self, *, repair: bool = False, grace: float = 10.0) -> CheckReport:
+        """Read every record of the store; report (and with ``repair``, fix) what is wrong.
+
+        Finds conversations that cannot be read (a damaged head or segment, a
+        segment its head lists that is missing, nodes that do not form a
+        tree), **orphans** (segments no head lists, left by crashed or refused
+        saves) and **leftovers** (the file store's temporary files). With
+        ``repair``: orphans and leftovers are deleted, and every record of a
+        conversation that cannot be read is **quarantined**, moved aside
+        unchanged where no listing sees it (see docs/storage.md), never deleted.
+
+        Args:
+            repair: Fix what was found.
+            grace: Seconds to wait before deleting an orphan or leftover that a
+                save in progress could still be writing (on stores without
+                transactions); it is deleted only if it is still there and still
+                unreferenced after that.
+
+        Returns:
+            A :class:`~convtree.storage.check.CheckReport`.
+        """
+        from .check import check_store
+
+        self._check_open()
+        # Checking again after a broken connection is safe: repairs re-verify first.
+        return await self._reading(
+            "checking the store",
+            lambda: check_store(self, repair=repair, grace=grace),
+            "what was repaired stays repaired",
+        )
 
     # ------------------------------------------------------------------ writing
 
@@ -181,7 +274,9 @@ class DataknobsConversationStorage(ConversationStorage):
             unavailable = 0
             for attempt in range(_SAVE_ATTEMPTS):
                 try:
-                    if await self._save_once(state, key, full=full, overwrite=overwrite):
+                    if await self._save_once(
+                        state, key, full=full, overwrite=overwrite, unsure=unavailable > 0
+                    ):
                         return
                 except StorageUnavailableError as exc:
                     unavailable += 1
@@ -197,13 +292,24 @@ class DataknobsConversationStorage(ConversationStorage):
         )
 
     async def _save_once(
-        self, state: ConversationState, key: str, *, full: bool, overwrite: bool
+        self, state: ConversationState, key: str, *, full: bool, overwrite: bool, unsure: bool
     ) -> bool:
-        """One attempt: ``True`` when saved, ``False`` when another writer came first."""
+        """One attempt: ``True`` when saved, ``False`` when another writer came first.
+
+        ``unsure``: an earlier attempt broke off with its outcome unknown.
+        """
         cid = state.conversation_id
         saved = state.saved_revision
         mine = saved is not None and saved.store == self.name
-        head = await self._head(key, cid)
+        try:
+            head = await self._head(key, cid)
+        except DamagedRecordError:
+            if not overwrite:
+                raise
+            # Replace what cannot be read: remove every record of it, then create.
+            await self.records.delete(key)
+            await self._remove_records(key, None)
+            head = None
         if head is None:
             if mine and not overwrite:
                 raise ConflictError(
@@ -213,6 +319,9 @@ class DataknobsConversationStorage(ConversationStorage):
                 )
             changes = state.changes(full=True)
         elif not mine:
+            if unsure and await self._stored_as(head, state):
+                state.mark_saved(head.revision)  # the attempt that broke off did save it
+                return True
             if not overwrite:
                 raise ConflictError(
                     f"conversation {cid!r} is already stored in {self.name} and this state "
@@ -239,8 +348,10 @@ class DataknobsConversationStorage(ConversationStorage):
                 state.mark_saved(head.revision)  # nothing to write
                 return True
         plan = plan_save(changes, key, head)
-        absorbed = await self.records.read_many(plan.absorb) if plan.absorb else []
-        if any(record is None for record in absorbed):
+        absorbed = await self._read_segments(cid, plan.absorb) if plan.absorb else []
+        if head is not None and any(record is None for record in absorbed):
+            missing = [k for k, r in zip(plan.absorb, absorbed, strict=True) if r is None]
+            await self._vanished(head, missing)
             return False  # another writer merged them away: it saved first
         new_head, segments, revision = plan.records(state, self.name, absorbed)
         try:
@@ -253,16 +364,37 @@ class DataknobsConversationStorage(ConversationStorage):
         return True
 
     async def delete_conversation(self, conversation_id: str) -> bool:
+        """Delete a conversation and every record of it; ``True`` if it existed.
+
+        Works on a conversation that cannot be read, too. Besides the segments
+        its head lists, every record under its key prefix goes (segments that
+        crashed saves left), so nothing of it lingers in the store.
+        """
         self._check_open()
         key = record_id(conversation_id)
         async with self._locks(key):
-            head = await self._head(key, conversation_id)
-            if head is None:
-                return False
-            await self.records.delete(key)  # the conversation is gone from here on
-            for segment_key, _ in head.segments:
-                await self.records.delete(segment_key)
-            return True
+            existed = started = False
+            for attempt in range(_UNAVAILABLE_ATTEMPTS):
+                try:
+                    try:
+                        head = await self._head(key, conversation_id)
+                        present = head is not None
+                    except DamagedRecordError:
+                        head, present = None, True
+                    if present:
+                        started = existed = True
+                        await self.records.delete(key)  # the conversation is gone from here on
+                    if started:
+                        await self._remove_records(key, head)
+                    return existed
+                except StorageUnavailableError as exc:
+                    if attempt + 1 == _UNAVAILABLE_ATTEMPTS:
+                        raise StorageUnavailableError(
+                            f"deleting conversation {conversation_id!r}: {exc}; it may or may "
+                            "not be deleted (deleting it again is safe)"
+                        ) from None
+                    await _backoff(attempt)
+            raise AssertionError("unreachable")  # pragma: no cover
 
     async def close(self) -> None:
         if self._closed:
@@ -276,26 +408,125 @@ class DataknobsConversationStorage(ConversationStorage):
         if self._closed:
             raise StorageError(f"{self.name} is closed")
 
+    async def _reading(
+        self,
+        what: str,
+        once: Callable[[], Awaitable[T]],
+        outcome: str = "nothing was changed",
+    ) -> T:
+        """Run an operation that is safe to repeat (a read), again when the connection broke."""
+        for attempt in range(_UNAVAILABLE_ATTEMPTS):
+            try:
+                return await once()
+            except StorageUnavailableError as exc:
+                if attempt + 1 == _UNAVAILABLE_ATTEMPTS:
+                    raise StorageUnavailableError(
+                        f"{what}: {exc} (tried {_UNAVAILABLE_ATTEMPTS} times); {outcome} "
+                        "(trying again is safe)"
+                    ) from None
+                await _backoff(attempt)
+        raise AssertionError("unreachable")  # pragma: no cover
+
     async def _head(self, key: str, cid: str) -> Head | None:
-        record = await self.records.read(key)
-        return None if record is None else parse_head(record, self.name, cid)
+        try:
+            record = await self.records.read(key)
+        except DamagedRecordError as exc:
+            raise as_damaged(exc, self.name, key, cid) from None
+        return None if record is None else parse_head(record, self.name, key)
+
+    def _parse_item(self, key: str, item: Record | DamagedRecordError) -> Head:
+        """A head from a scan (raises the DamagedRecordError of one that cannot be read)."""
+        if isinstance(item, DamagedRecordError):
+            raise as_damaged(item, self.name, key)
+        return parse_head(item, self.name, key)
+
+    async def _read_segments(self, cid: str, keys: Sequence[str]) -> list[Record | None]:
+        try:
+            return await self.records.read_many(keys)
+        except DamagedRecordError as exc:
+            raise as_damaged(exc, self.name, exc.key or keys[0], cid) from None
 
     async def _load(self, head: Head) -> ConversationState | None:
-        """The conversation at ``head``; ``None`` if a segment is gone (read the head again)."""
-        records = await self.records.read_many([k for k, _ in head.segments])
-        if any(record is None for record in records):
+        """The conversation at ``head``; ``None`` if the head moved on (read it again).
+
+        Raises:
+            DamagedRecordError: a segment cannot be read, or is missing while
+                the head stays at the revision that lists it.
+        """
+        records = await self._read_segments(head.conversation_id, [k for k, _ in head.segments])
+        missing = [k for (k, _), r in zip(head.segments, records, strict=True) if r is None]
+        if missing:
+            await self._vanished(head, missing)
             return None
         return state_from_records(head, records, self.name)
 
-    async def _select(self, flt: MetadataFilter) -> list[ConversationSummary]:
+    async def _vanished(self, head: Head, missing: list[str]) -> None:
+        """Segments ``head`` lists are gone: return if a newer save (or a delete) merged
+        them away, raise :class:`DamagedRecordError` if the head stays where it was."""
+        for attempt in range(_MISSING_READS):
+            await _backoff(attempt + 3)
+            try:
+                again = await self._head(head.key, head.conversation_id)
+            except DamagedRecordError:
+                return  # changed since: the caller reads it again and reports it
+            if again is None or again.revision != head.revision or again.segments != head.segments:
+                return
+            still = [r is None for r in await self._read_segments(head.conversation_id, missing)]
+            if not any(still):
+                return  # a slow store caught up: read again
+        raise damaged_error(
+            self.name,
+            missing[0],
+            f"it is missing (head revision {head.revision.number} lists it)",
+            cid=head.conversation_id,
+        )
+
+    async def _stored_as(self, head: Head, state: ConversationState) -> bool:
+        """Whether the conversation at ``head`` is exactly ``state`` (as a document)."""
+        stored = await self._load(head)
+        return stored is not None and json_text(stored.to_dict()) == json_text(state.to_dict())
+
+    async def _remove_records(self, key: str, head: Head | None) -> None:
+        """Delete every record under ``key``'s prefix (and what ``head`` lists)."""
+        keys = {segment_key for segment_key, _ in head.segments} if head is not None else set()
+        keys.update([k async for k in self.records.scan_keys(key + "~")])
+        for segment_key in sorted(keys):
+            await self.records.delete(segment_key)
+
+    async def _select(self, flt: MetadataFilter, what: str) -> list[ConversationSummary]:
         where = flt.pushdown() if self.records.capabilities.filters else []
         out = []
-        async for record in self.records.scan_heads(where):
-            head = parse_head(record, self.name)
+        damaged: list[DamagedRecordError] = []
+        async for key, item in self.records.scan_heads(where):
+            try:
+                head = self._parse_item(key, item)
+            except DamagedRecordError as exc:
+                damaged.append(exc)
+                continue
             row = head.summary_row()
             if flt.matches(row.metadata, row.created_at, row.updated_at):
                 out.append(row)
+        if damaged:
+            self._warn_damaged(what, damaged)
         return out
+
+    def _warn_damaged(self, what: str, damaged: list[DamagedRecordError]) -> None:
+        damaged.sort(key=lambda e: (e.conversation_id or "", e.key or ""))
+        shown = "; ".join(
+            f"{e.conversation_id!r} (record {e.key!r}: {e.problem})" for e in damaged[:5]
+        )
+        more = f"; and {len(damaged) - 5} more" if len(damaged) > 5 else ""
+        ids = tuple(e.conversation_id or e.key or "?" for e in damaged)
+        warnings.warn(
+            DamagedRecordWarning(
+                f"{what} in {self.name} skipped {len(damaged)} damaged conversation"
+                f"{'s' if len(damaged) > 1 else ''}: {shown}{more}. "
+                "storage.damaged_conversations() lists them; `convtree check --repair` "
+                "sets them aside",
+                conversation_ids=ids,
+            ),
+            stacklevel=_caller_stacklevel(),
+        )
 
 
 async def _backoff(attempt: int) -> None:
@@ -312,3 +543,13 @@ def _order(order_by: object) -> tuple[str, bool]:
             f"cannot order by {order_by!r}; use one of {list(ORDER_KEYS)}, '-' first for descending"
         )
     return key, order_by.startswith("-")
+
+
+def _caller_stacklevel() -> int:
+    """The stack level of the first frame outside convtree (where the user called us)."""
+    frame = sys._getframe(1)
+    level = 1
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(_PACKAGE):
+        frame = frame.f_back
+        level += 1
+    return level

@@ -35,7 +35,9 @@ __all__ = ["OPERATORS", "Condition", "MetadataFilter", "check_page"]
 OPERATORS = frozenset(
     {"$eq", "$ne", "$in", "$nin", "$gt", "$gte", "$lt", "$lte", "$exists", "$contains"}
 )
-_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# \Z, not $: "$" also matches before a final "\n" ("user_id\n" is no identifier).
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _MISSING = object()
 
 
@@ -168,7 +170,7 @@ class MetadataFilter:
                 c.op == "$eq"
                 and isinstance(c.value, str)
                 and "\x00" not in c.value
-                and all(_IDENT.match(p) for p in c.path)
+                and all(_IDENT.fullmatch(p) for p in c.path)
             ):
                 out.append((c.path, c.value))
         return out
@@ -185,6 +187,12 @@ def _parse_key(key: object) -> tuple[str, ...]:
     if key.startswith("$"):
         raise FilterError(
             f"filter key {key!r}: an operator needs a key, e.g. {{'k': {{{key!r}: v}}}}"
+        )
+    control = _CONTROL.search(key)
+    if control:
+        raise FilterError(
+            f"filter key {key!r} holds the control character {control.group()!r} at "
+            f"{control.start()} (a stray newline?); filter keys cannot hold control characters"
         )
     return parts
 

@@ -20,30 +20,34 @@ trip exact on every backend (NUL, NaN, -0.0, big ints, key order).
 
 from __future__ import annotations
 
-import json
 import math
 import secrets
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from .._json import copy_json, json_text
 from ..changes import ChangeSet, SavedRevision
-from ..errors import FormatError, SchemaVersionError, StorageError
+from ..errors import DamagedRecordError, FormatError, SchemaVersionError, StorageError
 from ..state import ConversationState
 from .base import ConversationSummary
+from .records import decode_json, json_type
 
 __all__ = [
     "MAX_RECORD_ID_LENGTH",
     "PREVIEW_LENGTH",
+    "REPAIR_HINT",
     "Head",
     "SavePlan",
+    "conversation_of",
+    "damaged_error",
     "parse_head",
     "parse_segment",
     "plan_save",
     "record_id",
+    "segment_revision",
     "state_from_records",
 ]
 
@@ -75,79 +79,234 @@ def record_id(conversation_id: object) -> str:
     return encoded
 
 
+REPAIR_HINT = (
+    "nothing was changed; delete it (delete_conversation), replace it "
+    "(save_conversation(..., overwrite=True)), or set it aside with `convtree check --repair`"
+)
+"""What a :class:`~convtree.DamagedRecordError` from the storage suggests doing."""
+
+SUMMARY_FIELDS = {
+    "node_count": int,
+    "message_count": int,
+    "leaf_count": int,
+    "first_user_message": str,
+    "last_message": str,
+    "last_role": str,
+}
+_COUNTS = ("node_count", "message_count", "leaf_count")
+
+
+def conversation_of(key: str) -> str:
+    """The conversation id a record key belongs to (a head key, or ``<head key>~...``)."""
+    return unquote(key.split("~", 1)[0])
+
+
+def segment_revision(key: str) -> int | None:
+    """The revision a segment key was written for (``<head key>~<revision>-<token>``)."""
+    _, sep, rest = key.partition("~")
+    number = rest.split("-", 1)[0]
+    if not sep or not number.isdigit() or not number.isascii():
+        return None
+    return int(number)
+
+
+def damaged_error(
+    store: str, key: str, problem: str, *, cid: str | None = None, what: str | None = None
+) -> DamagedRecordError:
+    """The one error for a damaged record of a conversation: names the conversation,
+    the record key and what is wrong."""
+    cid = conversation_of(key) if cid is None else cid
+    what = what or ("segment record" if "~" in key else "head record")
+    return DamagedRecordError(
+        f"conversation {cid!r} in {store}: its {what} {key!r} is damaged: {problem}; "
+        + REPAIR_HINT,
+        conversation_id=cid,
+        key=key,
+        problem=problem,
+    )
+
+
+def as_damaged(
+    exc: DamagedRecordError, store: str, key: str, cid: str | None = None
+) -> DamagedRecordError:
+    """A record store's :class:`DamagedRecordError` restated for the conversation it belongs to."""
+    return damaged_error(store, exc.key or key, exc.problem, cid=cid)
+
+
+class _Bad(Exception):
+    """A problem found while checking a record (becomes a DamagedRecordError)."""
+
+
+def _field(record: Mapping[str, Any], name: str, kind: type, where: str = "field") -> Any:
+    """``record[name]``, which must be of JSON type ``kind`` (a bool is no integer)."""
+    if name not in record:
+        raise _Bad(f"{where} {name!r} is missing")
+    value = record[name]
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is int):
+        raise _Bad(
+            f"{where} {name!r} is {json_type(value)} ({_short(value)}), not {json_type(kind())}"
+        )
+    return value
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:39] + "\u2026"
+
+
+def _stamp(value: str, where: str) -> datetime:
+    try:
+        stamp = datetime.fromisoformat(value)
+    except ValueError:
+        raise _Bad(f"{where} is {_short(value)}, not an ISO date-time") from None
+    if stamp.utcoffset() is None:
+        raise _Bad(f"{where} is {_short(value)}, a date-time without a time zone")
+    return stamp
+
+
 @dataclass(frozen=True)
 class Head:
     """A parsed head record."""
 
+    key: str
     conversation_id: str
     revision: SavedRevision
     segments: tuple[tuple[str, int], ...]  # (key, size), oldest first
     document: dict[str, Any]  # the document's top-level fields
     summary: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
 
     def summary_row(self) -> ConversationSummary:
         """The list-page row of this conversation."""
-        doc = self.document
         return ConversationSummary(
             conversation_id=self.conversation_id,
-            metadata=doc["metadata"],
-            created_at=datetime.fromisoformat(doc["created_at"]),
-            updated_at=datetime.fromisoformat(doc["updated_at"]),
+            metadata=self.document["metadata"],
+            created_at=self.created_at,
+            updated_at=self.updated_at,
             revision=self.revision.number,
             **self.summary,
         )
 
 
-def parse_head(record: dict[str, Any], store: str, cid: str | None = None) -> Head:
-    """Parse a head record of ``store``; ``cid`` names the conversation in errors.
+def parse_head(record: Any, store: str, key: str) -> Head:
+    """Parse the head record stored under ``key`` in ``store``, checking every field.
 
     Raises:
-        StorageError: the record is not a readable head ("nothing was changed").
+        DamagedRecordError: the record is not a head exactly as convtree writes
+            it; the message names the conversation, the key and what is wrong.
     """
     try:
-        if record.get("kind") != "head":
-            raise ValueError("not a head record")
-        doc: dict[str, Any] = json.loads(record["head"])
-        storage = doc.pop("storage")
-        summary = doc.pop("summary")
-        number = storage["revision"]
-        revision = SavedRevision(
-            store,
-            number,
-            storage.get("last_destructive", number),
-            storage.get("metadata_revision", number),
-        )
-        segments = tuple((s["id"], s["size"]) for s in storage["segments"])
-        conversation_id = doc["conversation_id"]
-        datetime.fromisoformat(doc["created_at"])
-        datetime.fromisoformat(doc["updated_at"])
-        if not isinstance(doc["metadata"], dict):
-            raise TypeError("metadata is not an object")
-    except (TypeError, ValueError, KeyError, AttributeError) as exc:
-        name = cid if cid is not None else record.get("key") if isinstance(record, dict) else None
-        raise StorageError(
-            f"conversation {name!r} in {store}: its head record is corrupt "
-            f"({type(exc).__name__}: {exc}); nothing was changed"
-        ) from None
-    return Head(conversation_id, revision, segments, doc, summary)
+        return _parse_head(record, store, key)
+    except _Bad as exc:
+        raise damaged_error(store, key, str(exc)) from None
 
 
-def parse_segment(record: dict[str, Any] | None, store: str, cid: str, key: str) -> dict[str, Any]:
-    """Parse a segment record.
+def _parse_head(record: Any, store: str, key: str) -> Head:
+    if not isinstance(record, dict):
+        raise _Bad(f"it is {json_type(record)}, not a JSON object")
+    if record.get("kind") != "head":
+        _field(record, "kind", str)
+        raise _Bad(f"field 'kind' is {_short(record['kind'])}, not 'head'")
+    if _field(record, "key", str) != key:
+        raise _Bad(f"field 'key' is {_short(record['key'])}, not {key!r}")
+    number = _field(record, "revision", int)
+    for name in ("created_at", "updated_at"):
+        _stamp(_field(record, name, str), f"field {name!r}")
+    _field(record, "meta", dict)
+    try:
+        doc = decode_json(_field(record, "head", str))
+    except ValueError as exc:
+        raise _Bad(f"its head text is {exc}") from None
+    if not isinstance(doc, dict):
+        raise _Bad(f"its head text is {json_type(doc)}, not a JSON object")
+    storage = _field(doc, "storage", dict, "head text field")
+    summary = _field(doc, "summary", dict, "head text field")
+    doc.pop("storage")
+    doc.pop("summary")
+    stored = _field(storage, "revision", int, "storage field")
+    if stored != number:
+        raise _Bad(f"its head text is at revision {stored}, the record at revision {number}")
+    marks = [
+        _field(storage, name, int, "storage field") if name in storage else number
+        for name in ("last_destructive", "metadata_revision")
+    ]
+    segments = []
+    for i, entry in enumerate(_field(storage, "segments", list, "storage field")):
+        where = f"storage.segments[{i}]"
+        if not isinstance(entry, dict):
+            raise _Bad(f"{where} is {json_type(entry)}, not an object")
+        segment_key = _field(entry, "id", str, f"{where} field")
+        if not segment_key.startswith(key + "~"):
+            raise _Bad(f"{where} names {_short(segment_key)}, not a segment of this conversation")
+        segments.append((segment_key, _field(entry, "size", int, f"{where} field")))
+    row = {}
+    for name, kind in SUMMARY_FIELDS.items():
+        if name in _COUNTS or summary.get(name) is not None:
+            row[name] = _field(summary, name, kind, "summary field")
+        else:
+            row[name] = None
+    cid = _field(doc, "conversation_id", str, "head text field")
+    if record_id_or_none(cid) != key:
+        raise _Bad(f"its head text names conversation {_short(cid)}, stored under another key")
+    created = _stamp(_field(doc, "created_at", str, "head text field"), "head text created_at")
+    updated = _stamp(_field(doc, "updated_at", str, "head text field"), "head text updated_at")
+    _field(doc, "metadata", dict, "head text field")
+    revision = SavedRevision(store, number, marks[0], marks[1])
+    return Head(key, cid, revision, tuple(segments), doc, row, created, updated)
+
+
+def record_id_or_none(conversation_id: object) -> str | None:
+    """:func:`record_id`, or ``None`` for an id that cannot be stored."""
+    try:
+        return record_id(conversation_id)
+    except StorageError:
+        return None
+
+
+def parse_segment(
+    record: Any, store: str, cid: str, key: str, *, head: Head | None = None
+) -> dict[str, Any]:
+    """Parse the segment record stored under ``key`` (``None``: it is missing).
 
     Raises:
-        StorageError: the segment is missing or unreadable.
+        DamagedRecordError: the segment is missing or not as convtree writes it.
     """
+    try:
+        return _parse_segment(record, head)
+    except _Bad as exc:
+        raise damaged_error(store, key, str(exc), cid=cid) from None
+
+
+def _parse_segment(record: Any, head: Head | None) -> dict[str, Any]:
     if record is None:
-        raise StorageError(f"conversation {cid!r} in {store}: segment {key!r} is missing")
+        listed = f"head revision {head.revision.number} lists it" if head else "it is listed"
+        raise _Bad(f"it is missing ({listed})")
+    if not isinstance(record, dict):
+        raise _Bad(f"it is {json_type(record)}, not a JSON object")
+    if record.get("kind") != "segment":
+        _field(record, "kind", str)
+        raise _Bad(f"field 'kind' is {_short(record['kind'])}, not 'segment'")
     try:
-        segment: dict[str, Any] = json.loads(record["payload"])
-        segment["nodes"], segment["edges"]
-    except (TypeError, ValueError, KeyError) as exc:
-        raise StorageError(
-            f"conversation {cid!r} in {store}: segment {key!r} is corrupt "
-            f"({type(exc).__name__}: {exc}); nothing was changed"
-        ) from None
+        segment = decode_json(_field(record, "payload", str))
+    except ValueError as exc:
+        raise _Bad(f"its payload is {exc}") from None
+    if not isinstance(segment, dict):
+        raise _Bad(f"its payload is {json_type(segment)}, not a JSON object")
+    for i, node in enumerate(_field(segment, "nodes", list, "payload field")):
+        if not isinstance(node, dict):
+            raise _Bad(f"payload nodes[{i}] is {json_type(node)}, not an object")
+        _field(node, "node_id", str, f"payload nodes[{i}] field")
+    for i, edge in enumerate(_field(segment, "edges", list, "payload field")):
+        if not (
+            isinstance(edge, list) and len(edge) == 2 and all(isinstance(e, str) for e in edge)
+        ):
+            raise _Bad(f"payload edges[{i}] is {_short(edge)}, not [parent id, child id]")
+    removed = segment.get("removed")
+    if removed is not None and not (
+        isinstance(removed, list) and all(isinstance(r, str) for r in removed)
+    ):
+        raise _Bad(f"payload removed is {_short(removed)}, not a list of node ids")
     return segment
 
 
@@ -185,7 +344,7 @@ def state_from_records(
     """
     cid = head.conversation_id
     parsed = [
-        parse_segment(record, store, cid, key)
+        parse_segment(record, store, cid, key, head=head)
         for (key, _), record in zip(head.segments, segments, strict=True)
     ]
     folded = fold(parsed, drop_tombstones=True)
@@ -198,8 +357,17 @@ def state_from_records(
         raise SchemaVersionError(
             f"conversation {cid!r} in {store}: {exc}; upgrade convtree to read it"
         ) from None
-    except FormatError as exc:
-        raise StorageError(f"conversation {cid!r} in {store} is invalid: {exc}") from exc
+    except (FormatError, TypeError, ValueError, KeyError, AttributeError, RecursionError) as exc:
+        # Name the segment that holds the node at fault (the newest copy of it).
+        node_id = getattr(exc, "node_id", None)
+        key = head.key
+        for (segment_key, _), segment in reversed(list(zip(head.segments, parsed, strict=True))):
+            if any(node.get("node_id") == node_id for node in segment["nodes"]):
+                key = segment_key
+                break
+        raise damaged_error(
+            store, key, f"its nodes do not form a valid conversation: {exc}", cid=cid
+        ) from None
     state.mark_saved(head.revision)
     return state
 
@@ -237,7 +405,7 @@ class SavePlan:
         }
         if self.absorb:
             older = [
-                parse_segment(record, store, changes.conversation_id, key)
+                parse_segment(record, store, changes.conversation_id, key, head=self.head)
                 for key, record in zip(self.absorb, absorbed, strict=True)
             ]
             payload = fold([*older, payload], drop_tombstones=not self.keep)

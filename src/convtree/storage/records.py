@@ -5,17 +5,23 @@ never sees a conversation tree (:mod:`convtree.storage.layout` turns states into
 records and back, :class:`~convtree.DataknobsConversationStorage` does the
 rest: save, load, merge, list, count). Two kinds of records exist:
 
-* a **head** per conversation (key: the encoded conversation id; it has an
-  integer ``revision`` field and ``kind == "head"``);
+* a **head** per conversation (key: the encoded conversation id, never a
+  ``~``; it has an integer ``revision`` field and ``kind == "head"``);
 * **segments** holding node records (keys ``<head key>~...``; ``kind == "segment"``).
 
 A backend implements :meth:`RecordStore.read`, :meth:`RecordStore.write` (with
-its three modes), :meth:`RecordStore.delete` and :meth:`RecordStore.scan_heads`.
+its three modes), :meth:`RecordStore.delete` and :meth:`RecordStore.scan_keys`.
 What makes a save safe is the write of the head with ``IfRevision(n)``: it must
 be **atomic** (the compare and the write are one step that no other writer can
 interleave with), across every process that can open the store. Backends that
 can write the segments and the head in one transaction override
-:meth:`RecordStore.commit`.
+:meth:`RecordStore.commit`; backends that can read many heads at once, or
+narrow them by metadata, override :meth:`RecordStore.scan_heads`.
+
+A record whose stored bytes cannot be read (truncated, garbled, not an object)
+raises :class:`~convtree.DamagedRecordError` naming its key and what is wrong;
+scans yield that error in its place instead of failing, so one damaged record
+never takes a listing down.
 
 Optional capabilities are declared in :attr:`RecordStore.capabilities`, never
 discovered by catching ``NotImplementedError``.
@@ -24,27 +30,36 @@ discovered by catching ``NotImplementedError``.
 from __future__ import annotations
 
 import asyncio
+import json
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
-from ..errors import PreconditionFailed
+from ..errors import DamagedRecordError, PreconditionFailed, StorageError
 
 __all__ = [
     "Capabilities",
+    "HeadItem",
     "IfRevision",
     "PutMode",
     "Record",
     "RecordStore",
     "check_expected",
+    "damaged",
+    "decode_record",
     "expected_revision",
+    "json_type",
     "mode_expecting",
     "refusal",
 ]
 
 Record = dict[str, Any]
 """A stored record: a JSON-compatible dict (strings, numbers, bools, None, lists, dicts)."""
+
+HeadItem = tuple[str, "Record | DamagedRecordError"]
+"""What :meth:`RecordStore.scan_heads` yields: a head's key, and the head or why it
+cannot be read."""
 
 
 class IfRevision(NamedTuple):
@@ -77,12 +92,15 @@ class Capabilities:
             Python either way; narrowing only saves reads.
         cross_process: The conditional write holds across processes (and
             hosts, for a server); ``False`` means one process only.
+        quarantine: :meth:`RecordStore.quarantine` sets a record's stored
+            bytes aside (``convtree check --repair`` needs it to repair damage).
     """
 
     compare_and_set: str = "atomic conditional write"
     atomic_commit: bool = False
     filters: bool = False
     cross_process: bool = True
+    quarantine: bool = False
 
 
 class RecordStore(ABC):
@@ -116,18 +134,41 @@ class RecordStore(ABC):
 
     @abstractmethod
     async def delete(self, key: str) -> bool:
-        """Delete the record under ``key``; ``True`` if it existed."""
+        """Delete the record under ``key``; ``True`` if it existed.
+
+        A record that cannot be read is deleted all the same.
+        """
 
     @abstractmethod
-    def scan_heads(
-        self, where: Sequence[tuple[tuple[str, ...], str]] = ()
-    ) -> AsyncIterator[Record]:
-        """Every head record (``kind == "head"``), in any order.
+    def scan_keys(self, prefix: str = "") -> AsyncIterator[str]:
+        """The key of every record whose key starts with ``prefix``, in any order.
 
-        ``where`` holds ``(path, text)`` string equalities on the head's ``meta``
-        field; a store declaring ``capabilities.filters`` may skip heads that
-        fail them, others ignore them.
+        Readable or not: a damaged record's key is listed too. Deleting a
+        conversation scans ``"<head key>~"`` so that no segment of it lingers.
         """
+
+    async def scan_heads(
+        self, where: Sequence[tuple[tuple[str, ...], str]] = ()
+    ) -> AsyncIterator[HeadItem]:
+        """Every head (the records whose key has no ``~``), in any order, with its key.
+
+        A head that cannot be read is yielded as the
+        :class:`~convtree.DamagedRecordError` its :meth:`read` raises, never
+        raised: the scan goes on. ``where`` holds ``(path, text)`` string
+        equalities on the head's ``meta`` field; a store declaring
+        ``capabilities.filters`` may skip heads that fail them (never a head it
+        cannot read, or whose ``meta`` is not an object), others ignore them.
+
+        The default reads the keys :meth:`scan_keys` lists, 32 at a time.
+        """
+        keys = [key async for key in self.scan_keys() if "~" not in key]
+        for start in range(0, len(keys), 32):
+            batch = keys[start : start + 32]
+            for key, got in zip(
+                batch, await asyncio.gather(*(_read_or_damage(self, k) for k in batch)), strict=True
+            ):
+                if got is not None:  # None: deleted since the listing
+                    yield key, got
 
     async def read_many(self, keys: Sequence[str]) -> list[Record | None]:
         """Several records at once (the default reads them concurrently)."""
@@ -167,8 +208,46 @@ class RecordStore(ABC):
         for stale in obsolete:
             await self.delete(stale)
 
+    async def quarantine(self, key: str) -> str:
+        """Move the record's stored bytes out of the store's key space, unchanged.
+
+        For stores declaring ``capabilities.quarantine``; ``convtree check
+        --repair`` uses it for records that cannot be read, so that nothing is
+        destroyed. Afterwards :meth:`read` answers ``None`` and no scan lists it.
+
+        Returns:
+            Where the record went (a path, a key, a row id), for the report.
+
+        Raises:
+            StorageError: the store cannot set records aside.
+        """
+        raise StorageError(
+            f"{self.name} cannot set a damaged record aside ({key!r}); delete its "
+            "conversation (delete_conversation) to remove it"
+        )
+
+    async def leftovers(self) -> list[str]:
+        """What crashed writes left behind that is not a record (none by default).
+
+        The file store's temporary files (``.tmp-*``) are an example. A write in
+        progress may also have one: ``convtree check`` removes only what is
+        still there after a grace period.
+        """
+        return []
+
+    async def remove_leftover(self, name: str) -> bool:
+        """Remove one of :meth:`leftovers`; ``True`` if it existed."""
+        return False
+
     async def close(self) -> None:  # noqa: B027 - most stores hold nothing
         """Release connections; the store cannot be used afterwards."""
+
+
+async def _read_or_damage(store: RecordStore, key: str) -> Record | DamagedRecordError | None:
+    try:
+        return await store.read(key)
+    except DamagedRecordError as exc:
+        return exc
 
 
 def check_mode(mode: object) -> PutMode:
@@ -208,3 +287,79 @@ def check_expected(current: Record | None, expect: int | None, *, store: str, ke
         held = current is not None and current.get("revision") == expect
     if not held:
         raise refusal(store, key, expect)
+
+
+def damaged(store: str, key: str, problem: str) -> DamagedRecordError:
+    """The error for a record of ``store`` under ``key`` that cannot be read: ``problem``."""
+    return DamagedRecordError(
+        f"record {key!r} in {store} is damaged: {problem}", key=key, problem=problem
+    )
+
+
+def json_type(value: object) -> str:
+    """How JSON would call ``value``'s type, for messages ("an array", "a string")."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, (list, tuple)):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return f"a {type(value).__name__}"
+
+
+def decode_json(raw: bytes | bytearray | memoryview | str) -> Any:
+    """Parse stored JSON text or bytes.
+
+    Raises:
+        ValueError: the text is not JSON; the message says how (empty,
+            not UTF-8 at which byte, truncated, where the syntax breaks).
+    """
+    if isinstance(raw, (bytes, bytearray, memoryview)):
+        data = bytes(raw)
+        if not data:
+            raise ValueError("empty (0 bytes)")
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ValueError(
+                f"not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start} "
+                f"of {len(data)})"
+            ) from None
+    else:
+        text = raw
+    if not text.strip():
+        raise ValueError(f"empty ({len(text)} characters of white space)")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        if exc.pos >= len(text.rstrip()) or exc.msg.startswith("Unterminated"):
+            raise ValueError(
+                f"truncated JSON ({exc.msg}: character {exc.pos} of {len(text)})"
+            ) from None
+        raise ValueError(f"not JSON ({exc.msg}: character {exc.pos})") from None
+    except RecursionError:
+        raise ValueError("JSON nested too deeply to read") from None
+
+
+def decode_record(raw: bytes | str | Any, *, store: str, key: str) -> Record:
+    """A record from its stored JSON (bytes, text, or already parsed).
+
+    Raises:
+        DamagedRecordError: it is not JSON, or not a JSON object.
+    """
+    if isinstance(raw, (bytes, bytearray, memoryview, str)):
+        try:
+            raw = decode_json(raw)
+        except ValueError as exc:
+            raise damaged(store, key, str(exc)) from None
+    if not isinstance(raw, dict):
+        raise damaged(store, key, f"it is {json_type(raw)}, not a JSON object")
+    return raw

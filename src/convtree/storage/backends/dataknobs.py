@@ -10,6 +10,7 @@ with the database's own atomic conditional write.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -19,6 +20,7 @@ from ...errors import StorageError
 from .._locks import KeyLocks
 from ..records import (
     Capabilities,
+    HeadItem,
     PutMode,
     Record,
     RecordStore,
@@ -125,9 +127,24 @@ class DataknobsRecordStore(RecordStore):
     async def delete(self, key: str) -> bool:
         return bool(await self.db.delete(key))
 
+    async def scan_keys(self, prefix: str = "") -> AsyncIterator[str]:
+        """The keys of convtree's records (``kind`` head or segment) under ``prefix``.
+
+        The database may hold records of others; a record whose ``kind`` is
+        unreadable is not listed here (the stores convtree opens list every key).
+        """
+        from dataknobs_data import Filter, Operator, Query
+
+        query = Query(filters=[Filter("kind", Operator.IN, ["head", "segment"])])
+        for record in await self.db.search(query):
+            key = record.storage_id or record.id
+            if isinstance(key, str) and key.startswith(prefix):
+                yield key
+
     async def scan_heads(
         self, where: Sequence[tuple[tuple[str, ...], str]] = ()
-    ) -> AsyncIterator[Record]:
+    ) -> AsyncIterator[HeadItem]:
+        """Records of ``kind`` head (the database may hold records of others)."""
         from dataknobs_data import Filter, Operator, Query
 
         filters = [Filter("kind", Operator.EQ, "head")]
@@ -135,7 +152,9 @@ class DataknobsRecordStore(RecordStore):
             for path, value in where:
                 filters.append(Filter("meta." + ".".join(path), Operator.EQ, value))
         for record in await self.db.search(Query(filters=filters)):
-            yield {name: record.get_value(name) for name in record.fields}
+            key = record.storage_id or record.id
+            if isinstance(key, str):
+                yield key, {name: record.get_value(name) for name in record.fields}
 
     async def close(self) -> None:
         if self._owns_db:
@@ -148,9 +167,13 @@ async def connected(db: Any, url: str) -> None:
 
     try:
         await db.connect()
-    except StorageError:
-        raise
-    except Exception as exc:
+    except BaseException as exc:
+        # Release what the failed open started (aiosqlite's thread would keep
+        # the process from exiting; a pool would leak its connections).
+        with contextlib.suppress(Exception):
+            await db.close()
+        if isinstance(exc, StorageError) or not isinstance(exc, Exception):
+            raise
         raise StorageError(f"cannot open {mask_url(url)}: {scrub(str(exc), url)}") from None
 
 

@@ -9,22 +9,26 @@ records, and a truncated file reads as an empty database (see
   over the record's file (atomic on POSIX), and the directory is fsynced;
 * a write touches only its own record's file, so processes writing different
   records never meet, and a reader sees the old or the new record, never half;
-* a file that cannot be parsed raises :class:`~convtree.StorageError` naming
-  it; it is never read as missing or empty.
+* a file that cannot be parsed raises :class:`~convtree.DamagedRecordError`
+  naming it and what is wrong; it is never read as missing or empty.
 
 Record ids become file names injectively: ``A-Z a-z 0-9 _ -`` stay, every other
 character is percent-encoded (``.``, ``/`` and NUL included, so no id can
 leave the directory), and a name that would be too long is shortened with a
-hash suffix. Temporary files start with ``.tmp-`` and are ignored.
+hash suffix. Temporary files start with ``.tmp-`` and are ignored (a crash
+can leave one: ``convtree check --repair`` removes them). Damaged files go to
+``<dir>/quarantine/`` when ``convtree check --repair`` sets them aside.
 
 :class:`FileRecordStore` makes the conditional write of a head atomic across
 processes: the compare (read the head file) and the write (rename over it)
-happen while holding an ``flock`` on one of 64 lock files in ``<dir>/.locks/``
-(chosen by a hash of the key, so the lock files stay few). A killed writer's
-lock is released by the kernel; a writer stalled while holding one makes
-others wait at most ``lock_timeout`` seconds (``?lock_timeout=`` in the URL,
-default 30), then fail with a StorageError. Locks need a local file system:
-``flock`` over NFS is not reliable.
+happen while holding a lock (:mod:`filelock`: ``flock`` on POSIX,
+``LockFileEx`` on Windows) on one of 64 lock files in ``<dir>/.locks/``
+(chosen by a hash of the key, so the lock files stay few however many
+conversations come and go). A killed writer's lock is released by the
+operating system; a writer stalled while holding one makes others wait at
+most ``lock_timeout`` seconds (``?lock_timeout=`` in the URL, default 30),
+then fail with a StorageError. Locks need a local file system: over NFS or
+SMB, locks between hosts are as reliable as the server makes them.
 """
 
 from __future__ import annotations
@@ -36,17 +40,19 @@ import os
 import random
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
+import filelock
 from dataknobs_data import AsyncDatabase, Query, Record
 from dataknobs_data.database_utils import process_search_results
 from dataknobs_data.query_logic import ComplexQuery
 
-from ...errors import StorageError
-from ..records import Capabilities, check_expected
+from ...errors import DamagedRecordError, StorageError
+from ..records import Capabilities, HeadItem, check_expected, damaged, decode_record, json_type
 from ..records import Record as Fields
 from ..urls import local_path, query
 from .dataknobs import DataknobsRecordStore
@@ -106,19 +112,47 @@ class FileDatabase(AsyncDatabase):
 
     # ------------------------------------------------------------------ files
 
-    def _read_file(self, path: Path) -> Record | None:
+    @property
+    def name(self) -> str:
+        """The store's name in errors."""
+        return f"file://{self.directory}"
+
+    def _read_fields(self, path: Path, record_id: str | None) -> tuple[str, Fields] | None:
+        """The record id and fields in ``path``; ``None`` if there is no such file.
+
+        ``record_id`` (when known) must be the id the file holds.
+
+        Raises:
+            DamagedRecordError: the file is not a record as this store writes them.
+        """
         try:
             raw = path.read_bytes()
         except FileNotFoundError:
             return None
+        except OSError as exc:
+            raise StorageError(f"{self.name}: cannot read record file {path}: {exc}") from None
+        key = record_id or path.name
         try:
-            stored = json.loads(raw)
-            record = Record(stored["data"], metadata=stored.get("metadata") or {})
-            record.storage_id = stored["id"]
-        except (ValueError, KeyError, TypeError) as exc:
-            raise StorageError(
-                f"record file {path} is corrupt or truncated ({exc}); it was left as it is"
-            ) from None
+            stored = decode_record(raw, store=self.name, key=key)
+        except DamagedRecordError as exc:
+            raise damaged(self.name, key, f"file {path.name}: {exc.problem}") from None
+        data, stored_id = stored.get("data"), stored.get("id")
+        if not isinstance(data, dict):
+            what = "missing" if data is None else json_type(data)
+            raise damaged(self.name, key, f"file {path.name}: its 'data' is {what}, not an object")
+        if not isinstance(stored_id, str) or (record_id is not None and stored_id != record_id):
+            raise damaged(
+                self.name, key, f"file {path.name} holds record {stored_id!r}, not {key!r}"
+            )
+        return stored_id, data
+
+    def _read_file(self, path: Path, record_id: str | None = None) -> Record | None:
+        found = self._read_fields(path, record_id)
+        if found is None:
+            return None
+        stored_id, data = found
+        record = Record(data)
+        record.storage_id = stored_id
         return record
 
     def _write_file(self, path: Path, record_id: str, record: Record) -> None:
@@ -134,10 +168,14 @@ class FileDatabase(AsyncDatabase):
                 if self._fsync:
                     os.fsync(handle.fileno())
             os.replace(tmp, path)
-        except BaseException:
+        except BaseException as exc:
             tmp.unlink(missing_ok=True)
+            if isinstance(exc, OSError):
+                raise StorageError(
+                    f"{self.name}: cannot write record {record_id!r} ({path.name}): {exc}"
+                ) from None
             raise
-        if self._fsync:
+        if self._fsync and os.name != "nt":  # Windows cannot open a directory to fsync it
             fd = os.open(self.directory, os.O_RDONLY)
             try:
                 os.fsync(fd)
@@ -149,15 +187,40 @@ class FileDatabase(AsyncDatabase):
             path.unlink()
         except FileNotFoundError:
             return False
+        except OSError as exc:
+            raise StorageError(f"{self.name}: cannot delete {path}: {exc}") from None
         return True
+
+    def _entries(self, prefix: str = "") -> Iterator[tuple[str | None, Path]]:
+        """Every record file whose key may start with ``prefix``: its record id when the
+        name says it, and its path.
+
+        The id is ``None`` for a name that was shortened with a hash (a long
+        id) or that this store did not make: only the file's content knows it.
+        """
+        encoded = _file_name(prefix)[: -len(".json")] if prefix else ""
+        cut = min(len(encoded), _MAX_NAME - 33)  # what a shortened name keeps of it
+        try:
+            entries = list(os.scandir(self.directory))
+        except FileNotFoundError:
+            return
+        for entry in entries:
+            name = entry.name
+            if name.startswith(".") or not name.endswith(".json"):
+                continue
+            if not name.startswith(encoded) and not ("~" in name and name[:cut] == encoded[:cut]):
+                continue
+            if not entry.is_file():
+                continue
+            record_id = unquote(name[: -len(".json")])
+            yield (record_id if _file_name(record_id) == name else None), Path(entry.path)
 
     def _all(self) -> list[tuple[str, Record]]:
         out = []
-        for entry in os.scandir(self.directory):
-            if entry.name.endswith(".json") and not entry.name.startswith("."):
-                record = self._read_file(Path(entry.path))
-                if record is not None:
-                    out.append((record.storage_id or "", record))
+        for record_id, path in self._entries():
+            record = self._read_file(path, record_id)
+            if record is not None:
+                out.append((record.storage_id or "", record))
         return out
 
     # ------------------------------------------------------------ the interface
@@ -171,7 +234,7 @@ class FileDatabase(AsyncDatabase):
         return record_id
 
     async def read(self, id: str) -> Record | None:
-        return await asyncio.to_thread(self._read_file, self._path(id))
+        return await asyncio.to_thread(self._read_file, self._path(id), id)
 
     async def update(self, id: str, record: Record) -> bool:
         path = self._path(id)
@@ -232,14 +295,109 @@ class FileRecordStore(DataknobsRecordStore):
 
     capabilities = Capabilities(
         compare_and_set="rename under a file lock (processes on this host)",
-        filters=True,
+        quarantine=True,
     )
 
     def __init__(self, db: FileDatabase, *, lock_timeout: float = 30.0) -> None:
-        super().__init__(db, name=f"file://{db.directory}", owns_db=True)
+        super().__init__(db, name=db.name, owns_db=True)
         self.files = db
         self.lock_timeout = lock_timeout
         self._lock_dir = db.directory / ".locks"
+        self.quarantine_dir = db.directory / "quarantine"
+        # Files whose name does not say their key (shortened, or not made by this
+        # store) and whose content cannot be read: the key a scan gave them.
+        self._odd: dict[str, Path] = {}
+
+    def _file(self, key: str) -> Path:
+        return self._odd.get(key) or self.files._path(key)
+
+    async def read(self, key: str) -> Fields | None:
+        found = await asyncio.to_thread(self.files._read_fields, self._file(key), key)
+        return None if found is None else found[1]
+
+    async def delete(self, key: str) -> bool:
+        return await asyncio.to_thread(self.files._delete_file, self._file(key))
+
+    def _keyed(
+        self, prefix: str = ""
+    ) -> list[tuple[str, Path, tuple[str, Fields] | DamagedRecordError | None]]:
+        """Every record file (whose key may start with ``prefix``) with its key, and its
+        content when reading was needed for that."""
+        out: list[tuple[str, Path, tuple[str, Fields] | DamagedRecordError | None]] = []
+        for record_id, path in self.files._entries(prefix):
+            if record_id is not None:
+                out.append((record_id, path, None))
+                continue
+            try:
+                found = self.files._read_fields(path, None)
+            except DamagedRecordError as exc:
+                # Not readable, and its name does not say whose it is: a key of its own.
+                key = unquote(path.name[: -len(".json")])
+                self._odd[key] = path
+                out.append((key, path, exc))
+                continue
+            if found is not None:
+                out.append((found[0], path, found))
+        return out
+
+    async def scan_keys(self, prefix: str = "") -> AsyncIterator[str]:
+        for key, _, _ in await asyncio.to_thread(self._keyed, prefix):
+            if key.startswith(prefix):
+                yield key
+
+    async def scan_heads(
+        self, where: Sequence[tuple[tuple[str, ...], str]] = ()
+    ) -> AsyncIterator[HeadItem]:
+        def heads() -> list[HeadItem]:
+            out: list[HeadItem] = []
+            for key, path, content in self._keyed():
+                if "~" in key:
+                    continue
+                if isinstance(content, DamagedRecordError):
+                    out.append((key, content))
+                    continue
+                try:
+                    found = content or self.files._read_fields(path, key)
+                except DamagedRecordError as exc:
+                    out.append((key, exc))
+                    continue
+                if found is not None:
+                    out.append((key, found[1]))
+            return out
+
+        for item in await asyncio.to_thread(heads):
+            yield item
+
+    async def quarantine(self, key: str) -> str:
+        source = self._file(key)
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+        target = self.quarantine_dir / f"{source.name}.{stamp}"
+
+        def move() -> None:
+            self.quarantine_dir.mkdir(exist_ok=True)
+            os.replace(source, target)
+
+        try:
+            await asyncio.to_thread(move)
+        except OSError as exc:
+            raise StorageError(f"{self.name}: cannot move {source} to {target}: {exc}") from None
+        self._odd.pop(key, None)
+        return str(target)
+
+    async def leftovers(self) -> list[str]:
+        def names() -> list[str]:
+            return sorted(
+                entry.name
+                for entry in os.scandir(self.files.directory)
+                if entry.name.startswith(".tmp-") and entry.is_file()
+            )
+
+        return await asyncio.to_thread(names)
+
+    async def remove_leftover(self, name: str) -> bool:
+        if not name.startswith(".tmp-") or Path(name).name != name:
+            raise StorageError(f"{self.name}: {name!r} is not a temporary file of this store")
+        return await asyncio.to_thread(self.files._delete_file, self.files.directory / name)
 
     async def commit(
         self,
@@ -250,11 +408,11 @@ class FileRecordStore(DataknobsRecordStore):
         segments: Mapping[str, Fields],
         obsolete: Sequence[str] = (),
     ) -> None:
-        fd = await self._lock(key)
+        lock = await self._lock(key)
         try:
             await asyncio.to_thread(self._commit, key, head, expect, segments, obsolete)
         finally:
-            os.close(fd)  # closing releases the lock
+            lock.release()
 
     def _commit(
         self,
@@ -265,8 +423,8 @@ class FileRecordStore(DataknobsRecordStore):
         obsolete: Sequence[str],
     ) -> None:
         files = self.files
-        current = files._read_file(files._path(key))
-        stored = None if current is None else {"revision": current.get_value("revision")}
+        current = files._read_fields(files._path(key), key)
+        stored = None if current is None else {"revision": current[1].get("revision")}
         check_expected(stored, expect, store=self.name, key=key)
         for segment_key, segment in segments.items():
             files._write_file(files._path(segment_key), segment_key, Record(segment))
@@ -274,32 +432,36 @@ class FileRecordStore(DataknobsRecordStore):
         for stale in obsolete:
             files._delete_file(files._path(stale))
 
-    async def _lock(self, key: str) -> int:
-        import fcntl
-
+    def lock_path(self, key: str) -> Path:
+        """The lock file that serializes commits of ``key`` (one of :data:`LOCK_STRIPES`)."""
         stripe = int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) % LOCK_STRIPES
-        self._lock_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self._lock_dir / f"{stripe:02d}.lock", os.O_RDWR | os.O_CREAT, 0o644)
-        # Poll without blocking: a thread blocked in flock() per waiting writer
-        # would exhaust the executor the lock holder needs.
+        return self._lock_dir / f"{stripe:02d}.lock"
+
+    async def _lock(self, key: str) -> filelock.BaseFileLock:
+        path = self.lock_path(key)
+        try:
+            self._lock_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(f"{self.name}: cannot create {self._lock_dir}: {exc}") from None
+        lock = filelock.FileLock(str(path), thread_local=False)
+        # Poll without blocking: a thread blocked in the lock call per waiting
+        # writer would exhaust the executor the lock holder needs.
         deadline = time.monotonic() + self.lock_timeout
         delay = 0.001
         while True:
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return fd
-            except BlockingIOError:
+                lock.acquire(timeout=0)
+                return lock
+            except filelock.Timeout:
                 if time.monotonic() > deadline:
-                    os.close(fd)
                     raise StorageError(
                         f"{self.name}: timed out after {self.lock_timeout:g} s waiting for the "
-                        f"lock of record {key!r} (a writer stalled while saving?)"
+                        f"lock of record {key!r} ({path}; a writer stalled while saving?)"
                     ) from None
                 await asyncio.sleep(delay * (1 + random.random()))
                 delay = min(delay * 2, 0.05)
-            except BaseException:
-                os.close(fd)
-                raise
+            except OSError as exc:
+                raise StorageError(f"{self.name}: cannot lock {path}: {exc}") from None
 
 
 async def open_file(url: str) -> DataknobsConversationStorage:

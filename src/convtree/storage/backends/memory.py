@@ -14,18 +14,23 @@ import copy
 import secrets
 import threading
 from collections.abc import AsyncIterator, Mapping, Sequence
+from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import urlsplit
 
+from ...errors import StorageError
 from ..adapter import DataknobsConversationStorage
 from ..records import (
     Capabilities,
+    HeadItem,
     PutMode,
     Record,
     RecordStore,
     check_expected,
     check_mode,
+    damaged,
     expected_revision,
+    json_type,
 )
 
 __all__ = ["MemoryRecordStore", "open_memory"]
@@ -41,18 +46,25 @@ class MemoryRecordStore(RecordStore):
         atomic_commit=True,
         filters=True,
         cross_process=False,
+        quarantine=True,
     )
 
     def __init__(self, name: str = "memory://") -> None:
         self.name = name
         self._records: dict[str, Record] = {}
+        self.quarantined: dict[str, Any] = {}
+        """Records set aside by :meth:`quarantine`, by ``<key>@<UTC time>``."""
         # Only held around synchronous dict work, never across an await: it
         # matters only when several event loops (threads) share a named store.
         self._mutex = threading.Lock()
 
     async def read(self, key: str) -> Record | None:
         record = self._records.get(key)
-        return None if record is None else copy.deepcopy(record)
+        if record is None:
+            return None
+        if not isinstance(record, dict):
+            raise damaged(self.name, key, f"it is {json_type(record)}, not a JSON object")
+        return copy.deepcopy(record)
 
     async def write(self, key: str, record: Record, mode: PutMode = "overwrite") -> None:
         check_mode(mode)
@@ -65,16 +77,33 @@ class MemoryRecordStore(RecordStore):
         with self._mutex:
             return self._records.pop(key, None) is not None
 
+    async def scan_keys(self, prefix: str = "") -> AsyncIterator[str]:
+        for key in list(self._records):
+            if key.startswith(prefix):
+                yield key
+
     async def scan_heads(
         self, where: Sequence[tuple[tuple[str, ...], str]] = ()
-    ) -> AsyncIterator[Record]:
+    ) -> AsyncIterator[HeadItem]:
         # A shallow copy: heads carry their document as JSON text, and the
         # storage only reads them; deep copies made listing 4x slower.
-        for record in list(self._records.values()):
-            if record.get("kind") == "head" and all(
-                _meta_value(record.get("meta"), path) == value for path, value in where
+        for key, record in list(self._records.items()):
+            if "~" in key:
+                continue
+            if not isinstance(record, dict):
+                yield key, damaged(self.name, key, f"it is {json_type(record)}, not a JSON object")
+            elif not isinstance(record.get("meta"), dict) or all(
+                _meta_value(record["meta"], path) == value for path, value in where
             ):
-                yield dict(record)
+                yield key, dict(record)
+
+    async def quarantine(self, key: str) -> str:
+        with self._mutex:
+            if key not in self._records:
+                raise StorageError(f"{self.name}: no record {key!r} to set aside")
+            aside = f"{key}@{datetime.now(timezone.utc).isoformat()}"
+            self.quarantined[aside] = self._records.pop(key)
+        return f"{self.name} quarantined[{aside!r}]"
 
     async def commit(
         self,

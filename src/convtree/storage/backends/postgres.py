@@ -10,10 +10,16 @@ conversation inside the server; no lock is held beside the write, so a killed
 connection loses only its own uncommitted transaction.
 
 A connection that breaks (``pg_terminate_backend``, a restarted server) raises
-:class:`~convtree.StorageUnavailableError`; the storage retries, and saving the
-same state again is safe either way. Sessions set ``lock_timeout`` (30 s) and
-``idle_in_transaction_session_timeout`` (60 s), so a stalled client cannot
-block a conversation forever.
+:class:`~convtree.StorageUnavailableError` on every path (read, scan, delete,
+save); the storage retries, and saving the same state again is safe either
+way. Sessions set ``lock_timeout`` (``?lock_timeout=`` seconds in the URL,
+default 30) and ``idle_in_transaction_session_timeout`` (60 s), so a stalled
+client cannot block a conversation forever.
+
+Reads and scans are convtree's own SQL: a row whose ``data`` is not a record
+raises :class:`~convtree.DamagedRecordError` for that row only. Rows set aside
+by ``convtree check --repair`` stay in the table under the id
+``quarantine/<key>/<UTC time>`` (no key contains ``/``).
 """
 
 from __future__ import annotations
@@ -22,14 +28,15 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 from dataknobs_data.backends.postgres import AsyncPostgresDatabase
 from dataknobs_data.backends.sql_base import SQLQueryBuilder
 
-from ...errors import StorageError, StorageUnavailableError
-from ..records import Capabilities, Record, refusal
+from ...errors import DamagedRecordError, StorageError, StorageUnavailableError
+from ..records import Capabilities, HeadItem, Record, decode_record, refusal
 from ..urls import identifier, mask_url, query
 from .dataknobs import DataknobsRecordStore, connected
 
@@ -37,6 +44,20 @@ if TYPE_CHECKING:
     from ..adapter import DataknobsConversationStorage
 
 __all__ = ["OwnPoolPostgresDatabase", "PostgresRecordStore", "open_postgres"]
+
+# PostgreSQL's reserved key words (appendix C of its manual): not usable as
+# unquoted table or schema names.
+RESERVED = frozenset(
+    """all analyse analyze and any array as asc asymmetric authorization binary both case cast
+    check collate collation column concurrently constraint create cross current_catalog
+    current_date current_role current_schema current_time current_timestamp current_user
+    default deferrable desc distinct do else end except false fetch for foreign freeze from
+    full grant group having ilike in initially inner intersect into is isnull join lateral
+    leading left like limit localtime localtimestamp natural not notnull null offset on
+    only or order outer overlaps placing primary references returning right select
+    session_user similar some symmetric system_user table tablesample then to trailing true
+    union unique user using variadic verbose when where window with""".split()  # noqa: SIM905 - a word list
+)
 
 SERVER_SETTINGS = {
     "application_name": "convtree",
@@ -54,9 +75,15 @@ class OwnPoolPostgresDatabase(AsyncPostgresDatabase):
     here asyncpg gets the connection parts as keywords.
     """
 
-    def __init__(self, config: dict[str, Any], connect: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        config: dict[str, Any],
+        connect: dict[str, Any],
+        settings: Mapping[str, str] = SERVER_SETTINGS,
+    ) -> None:
         super().__init__(dict(config, ensure_database=False))
         self._connect_kwargs = connect
+        self._settings = dict(settings)
 
     async def connect(self) -> None:
         if self._connected:
@@ -64,12 +91,19 @@ class OwnPoolPostgresDatabase(AsyncPostgresDatabase):
         import asyncpg
 
         self._pool = await asyncpg.create_pool(
-            min_size=1, max_size=4, server_settings=SERVER_SETTINGS, **self._connect_kwargs
+            min_size=1, max_size=4, server_settings=self._settings, **self._connect_kwargs
         )
-        async with self._pool.acquire() as conn:
-            await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {self.schema_name}")
         self.query_builder = SQLQueryBuilder(self.table_name, self.schema_name, dialect="postgres")
-        await self._ensure_table()
+        async with self._pool.acquire() as conn:
+            # DDL only for a new table: CREATE INDEX IF NOT EXISTS waits for every open
+            # transaction on the table, so a stalled writer would block each open.
+            exists = await conn.fetchval(
+                "SELECT to_regclass($1)", f"{self.schema_name}.{self.table_name}"
+            )
+            if exists is None:
+                await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {self.schema_name}")
+        if exists is None:
+            await self._ensure_table()
         self._connected = True
 
     async def close(self) -> None:
@@ -100,8 +134,11 @@ def _connection_errors(name: str) -> Iterator[None]:
         ) from None
     except asyncpg.exceptions.LockNotAvailableError:
         raise StorageError(
-            f"{name}: timed out waiting for a row lock (a writer stalled while saving?)"
+            f"{name}: timed out waiting for a row lock (a writer stalled while saving?); "
+            "nothing was changed"
         ) from None
+    except asyncpg.PostgresError as exc:
+        raise StorageError(f"{name}: {type(exc).__name__}: {exc}") from None
 
 
 class PostgresRecordStore(DataknobsRecordStore):
@@ -114,33 +151,74 @@ class PostgresRecordStore(DataknobsRecordStore):
         "(every client of the server)",
         atomic_commit=True,
         filters=True,
+        quarantine=True,
     )
 
     def __init__(self, db: OwnPoolPostgresDatabase, *, name: str) -> None:
         super().__init__(db, name=name, owns_db=True)
         self.table = f"{db.schema_name}.{db.table_name}"
 
-    async def read(self, key: str) -> Record | None:
-        with _connection_errors(self.name):
-            return await super().read(key)
-
-    async def delete(self, key: str) -> bool:
-        with _connection_errors(self.name):
-            return await super().delete(key)
-
-    async def scan_heads(
-        self, where: Sequence[tuple[tuple[str, ...], str]] = ()
-    ) -> AsyncIterator[Record]:
-        with _connection_errors(self.name):
-            rows = [record async for record in super().scan_heads(where)]
-        for record in rows:
-            yield record
-
     def _pool(self) -> Any:
         pool = self.db._pool
         if pool is None:
             raise StorageError(f"{self.name} is closed")
         return pool
+
+    async def read(self, key: str) -> Record | None:
+        with _connection_errors(self.name):
+            data = await self._pool().fetchval(
+                f"SELECT data::text FROM {self.table} WHERE id = $1", key
+            )
+        return None if data is None else decode_record(data, store=self.name, key=key)
+
+    async def delete(self, key: str) -> bool:
+        with _connection_errors(self.name):
+            status = await self._pool().execute(f"DELETE FROM {self.table} WHERE id = $1", key)
+        return bool(status != "DELETE 0")
+
+    async def scan_keys(self, prefix: str = "") -> AsyncIterator[str]:
+        with _connection_errors(self.name):
+            rows = await self._pool().fetch(
+                f"SELECT id FROM {self.table} WHERE left(id, $2) = $1 AND strpos(id, '/') = 0",
+                prefix,
+                len(prefix),
+            )
+        for row in rows:
+            yield row[0]
+
+    async def scan_heads(
+        self, where: Sequence[tuple[tuple[str, ...], str]] = ()
+    ) -> AsyncIterator[HeadItem]:
+        # Narrow by meta only where data has a meta object: a row that has not
+        # is returned, to be reported as damaged, never dropped.
+        sql = [
+            f"SELECT id, data::text FROM {self.table} "
+            "WHERE strpos(id, '~') = 0 AND strpos(id, '/') = 0"
+        ]
+        params: list[Any] = []
+        for path, value in where:
+            params += [["meta", *path], value]
+            sql.append(
+                "AND (jsonb_typeof(data -> 'meta') IS DISTINCT FROM 'object' "
+                f"OR data #>> ${len(params) - 1}::text[] = ${len(params)})"
+            )
+        with _connection_errors(self.name):
+            rows = await self._pool().fetch(" ".join(sql), *params)
+        for key, data in rows:
+            try:
+                yield key, decode_record(data, store=self.name, key=key)
+            except DamagedRecordError as exc:
+                yield key, exc
+
+    async def quarantine(self, key: str) -> str:
+        aside = f"quarantine/{key}/{datetime.now(timezone.utc).isoformat()}"
+        with _connection_errors(self.name):
+            status = await self._pool().execute(
+                f"UPDATE {self.table} SET id = $2, updated_at = now() WHERE id = $1", key, aside
+            )
+        if status == "UPDATE 0":
+            raise StorageError(f"{self.name}: no record {key!r} to set aside")
+        return f"row {aside!r} of table {self.table}"
 
     def _upsert_sql(self) -> str:
         return (
@@ -213,6 +291,20 @@ async def open_postgres(url: str) -> DataknobsConversationStorage:
         raise StorageError(f"bad port in {mask_url(url)!r}") from None
     table = identifier(params.get("table", "conversations"), "table", url)
     schema = identifier(params.get("schema", "public"), "schema", url)
-    db = OwnPoolPostgresDatabase({"table": table, "schema": schema}, connect)
-    await connected(db, url)
+    for what, name in (("table", table), ("schema", schema)):
+        if name in RESERVED:
+            raise StorageError(
+                f"{what} {name!r} in {mask_url(url)!r} is an SQL keyword; choose another name"
+            )
+    settings = dict(SERVER_SETTINGS)
+    if "lock_timeout" in params:
+        try:
+            seconds = float(params["lock_timeout"])
+        except ValueError:
+            seconds = -1.0
+        if not seconds > 0:
+            raise StorageError(f"lock_timeout in {mask_url(url)!r} must be a number of seconds > 0")
+        settings["lock_timeout"] = f"{max(1, round(seconds * 1000))}ms"
+    db = OwnPoolPostgresDatabase({"table": table, "schema": schema}, connect, settings)
+    await connected(db, url)  # closes the pool if the open fails
     return DataknobsConversationStorage(PostgresRecordStore(db, name=mask_url(url)))

@@ -12,7 +12,10 @@ writer costs a segment PUT and a head PUT.
 
 dataknobs-data opens a new S3 client on every call and its search reads one
 object at a time: here one client lives from open to close, and a scan reads
-32 heads at once, skipping segment keys (they contain ``~``).
+32 heads at once, skipping segment keys (they contain ``~``). An object that
+is not a record (truncated, garbled, not UTF-8) raises
+:class:`~convtree.DamagedRecordError` naming it; ``convtree check --repair``
+moves such objects under ``<prefix>/quarantine/``.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import json
 import os
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
@@ -30,15 +34,19 @@ from aiobotocore.config import AioConfig
 from botocore.exceptions import BotoCoreError, ClientError
 from dataknobs_data.backends.s3_async import AsyncS3Database
 
-from ...errors import PreconditionFailed, StorageError, StorageUnavailableError
+from ...errors import DamagedRecordError, PreconditionFailed, StorageError, StorageUnavailableError
 from ..records import (
     Capabilities,
+    HeadItem,
     IfRevision,
     PutMode,
     Record,
     RecordStore,
     check_expected,
     check_mode,
+    damaged,
+    decode_record,
+    json_type,
 )
 from ..urls import query
 from .dataknobs import DataknobsRecordStore, connected
@@ -114,12 +122,16 @@ class S3RecordStore(DataknobsRecordStore):
     capabilities = Capabilities(
         compare_and_set="conditional PUT of the head, If-Match / If-None-Match "
         "(every client of the bucket)",
+        quarantine=True,
     )
 
-    def __init__(self, db: OneClientS3Database, *, name: str) -> None:
+    def __init__(
+        self, db: OneClientS3Database, *, name: str, quarantine_prefix: str | None = None
+    ) -> None:
         super().__init__(db, name=name, filters=False, owns_db=True)
         self.bucket = db._pool_config.bucket
         self.prefix = f"{db._pool_config.prefix}/"
+        self.quarantine_prefix = quarantine_prefix or f"{self.prefix}quarantine/"
         self._etags: dict[str, tuple[int, str]] = {}  # head key -> (revision, ETag)
 
     def _object(self, key: str) -> str:
@@ -141,18 +153,36 @@ class S3RecordStore(DataknobsRecordStore):
                     return None
                 raise
             body = await response["Body"].read()
-        try:
-            record = self.db._s3_object_to_record(json.loads(body))
-            fields = {name: record.get_value(name) for name in record.fields}
-        except (ValueError, TypeError, KeyError, AttributeError) as exc:
-            raise StorageError(
-                f"{self.name}: object {self._object(key)!r} is corrupt "
-                f"({type(exc).__name__}: {exc}); it was left as it is"
-            ) from None
+        fields = self._fields(key, body)
         etag = response["ETag"]
         if fields.get("kind") == "head" and type(fields.get("revision")) is int:
             self._etags[key] = (fields["revision"], etag)
         return fields, etag
+
+    def _fields(self, key: str, body: bytes) -> Record:
+        """A record from an object's body (dataknobs-data's layout: ``{"fields": {name:
+        {"value": ...}}}``).
+
+        Raises:
+            DamagedRecordError: the body is not such an object.
+        """
+        where = f"object {self._object(key)!r}"
+        try:
+            obj = decode_record(body, store=self.name, key=key)
+        except DamagedRecordError as exc:
+            raise damaged(self.name, key, f"{where}: {exc.problem}") from None
+        fields = obj.get("fields")
+        if not isinstance(fields, dict):
+            what = "missing" if fields is None else json_type(fields)
+            raise damaged(self.name, key, f"{where}: its 'fields' is {what}, not an object")
+        out = {}
+        for name, field in fields.items():
+            if not isinstance(field, dict) or "value" not in field:
+                raise damaged(
+                    self.name, key, f"{where}: field {name!r} is {json_type(field)} without a value"
+                )
+            out[name] = field["value"]
+        return out
 
     async def read(self, key: str) -> Record | None:
         got = await self._get(key)
@@ -211,28 +241,59 @@ class S3RecordStore(DataknobsRecordStore):
             await self.db.client.delete_object(Bucket=self.bucket, Key=self._object(key))
         return True
 
-    async def scan_heads(
-        self, where: Sequence[tuple[tuple[str, ...], str]] = ()
-    ) -> AsyncIterator[Record]:
+    async def _list(self, prefix: str) -> list[str]:
+        """The keys of the records whose key starts with ``prefix``."""
         keys = []
         with _connection_errors(self.name):
             paginator = self.db.client.get_paginator("list_objects_v2")
-            async for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix):
+            async for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix):
                 for item in page.get("Contents", ()):
                     name = item["Key"][len(self.prefix) :]
-                    if name.endswith(".json") and "/" not in name and "~" not in name:
+                    if name.endswith(".json") and "/" not in name:
                         keys.append(name[: -len(".json")])
+        return keys
+
+    async def scan_keys(self, prefix: str = "") -> AsyncIterator[str]:
+        for key in await self._list(prefix):
+            yield key
+
+    async def scan_heads(
+        self, where: Sequence[tuple[tuple[str, ...], str]] = ()
+    ) -> AsyncIterator[HeadItem]:
+        keys = [key for key in await self._list("") if "~" not in key]
         slots = asyncio.Semaphore(READS_AT_ONCE)
 
-        async def get(key: str) -> Record | None:
+        async def get(key: str) -> Record | DamagedRecordError | None:
             async with slots:
-                return await self.read(key)  # None: deleted since the listing
+                try:
+                    return await self.read(key)  # None: deleted since the listing
+                except DamagedRecordError as exc:
+                    return exc
 
         for start in range(0, len(keys), 1024):
-            batch = await asyncio.gather(*(get(k) for k in keys[start : start + 1024]))
-            for record in batch:
-                if record is not None and record.get("kind") == "head":
-                    yield record
+            batch = keys[start : start + 1024]
+            got = await asyncio.gather(*(get(k) for k in batch))
+            for key, record in zip(batch, got, strict=True):
+                if record is not None:
+                    yield key, record
+
+    async def quarantine(self, key: str) -> str:
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+        target = f"{self.quarantine_prefix}{key}.json.{stamp}"
+        self._etags.pop(key, None)
+        with _connection_errors(self.name):
+            try:
+                await self.db.client.copy_object(
+                    Bucket=self.bucket,
+                    Key=target,
+                    CopySource={"Bucket": self.bucket, "Key": self._object(key)},
+                )
+            except ClientError as exc:
+                if _not_found(exc):
+                    raise StorageError(f"{self.name}: no record {key!r} to set aside") from None
+                raise
+            await self.db.client.delete_object(Bucket=self.bucket, Key=self._object(key))
+        return f"s3://{self.bucket}/{target}"
 
 
 async def open_s3(url: str) -> DataknobsConversationStorage:
@@ -257,7 +318,7 @@ async def open_s3(url: str) -> DataknobsConversationStorage:
     db = OneClientS3Database(config)
     await connected(db, url)
     name = f"s3://{bucket}/{prefix}"
-    store = S3RecordStore(db, name=name)
+    store = S3RecordStore(db, name=name, quarantine_prefix=f"{base}quarantine/")
     try:
         await db.client.head_bucket(Bucket=bucket)
     except Exception as exc:

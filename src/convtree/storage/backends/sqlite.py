@@ -6,21 +6,33 @@ connection that inserts the new segment, updates the head ``WHERE
 json_extract(data, '$.revision') = <expected>`` (or inserts it ``ON CONFLICT
 DO NOTHING``), deletes the segments it absorbed, and commits: all or nothing,
 for every process that opens the file (SQLite's own file locking; a writer
-waits up to ``timeout`` seconds, ``?timeout=`` in the URL, default 30).
+waits up to ``timeout`` seconds, ``?timeout=`` in the URL, default 30, then
+fails with a StorageError). No lock file of convtree's: SQLite locks the
+database file itself, so saving and deleting any number of conversations
+leaves the database and its ``-wal``/``-shm`` files, nothing else.
+
+Reads and scans are convtree's own SQL, so that a row whose ``data`` is not a
+record (truncated, garbled, not UTF-8) raises :class:`~convtree.DamagedRecordError`
+for that row only. Rows set aside by ``convtree check --repair`` stay in the
+table under the id ``quarantine/<key>/<UTC time>`` (no key contains ``/``).
+Deleted rows are overwritten with zeros (``PRAGMA secure_delete``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Mapping, Sequence
+import sqlite3
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from dataknobs_data.backends.sqlite_async import AsyncSQLiteDatabase
 
-from ...errors import PreconditionFailed, StorageError
-from ..records import Capabilities, Record, refusal
-from ..urls import identifier, local_path, query
+from ...errors import DamagedRecordError, PreconditionFailed, StorageError
+from ..records import Capabilities, HeadItem, Record, decode_record, refusal
+from ..urls import identifier, local_path, mask_url, query
 from .dataknobs import DataknobsRecordStore, connected
 
 if TYPE_CHECKING:
@@ -38,30 +50,102 @@ class SQLiteRecordStore(DataknobsRecordStore):
         compare_and_set="UPDATE ... WHERE revision in one SQLite transaction (every process)",
         atomic_commit=True,
         filters=True,
+        quarantine=True,
     )
 
-    def __init__(self, db: Any, *, name: str) -> None:
+    def __init__(self, db: Any, *, name: str, timeout: float = 30.0) -> None:
         super().__init__(db, name=name, owns_db=True)
         self.table = db.table_name
+        self.timeout = timeout
         # One connection: statements of concurrent coroutines must not land
         # inside another coroutine's transaction.
         self._connection = asyncio.Lock()
 
-    async def read(self, key: str) -> Record | None:
+    def _conn(self) -> Any:
+        conn = self.db.db
+        if conn is None:
+            raise StorageError(f"{self.name} is closed")
+        return conn
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        """SQLite's errors as StorageErrors naming the store (a lock wait as a timeout)."""
+        try:
+            yield
+        except sqlite3.OperationalError as exc:
+            text = str(exc)
+            if "locked" in text or "busy" in text:
+                raise StorageError(
+                    f"{self.name}: timed out after {self.timeout:g} s waiting for the database "
+                    f"lock (a writer stalled while saving?): {text}"
+                ) from None
+            raise StorageError(f"{self.name}: {text}") from None
+        except sqlite3.Error as exc:
+            raise StorageError(f"{self.name}: {type(exc).__name__}: {exc}") from None
+
+    async def _fetch(self, sql: str, params: Sequence[Any]) -> list[Any]:
         async with self._connection:
-            return await super().read(key)
+            with self._errors():
+                async with self._conn().execute(sql, list(params)) as cursor:
+                    return list(await cursor.fetchall())
+
+    async def _change(self, sql: str, params: Sequence[Any]) -> int:
+        """Run one statement that changes rows, committed; the number of rows it changed."""
+        async with self._connection:
+            with self._errors():
+                conn = self._conn()
+                cursor = await conn.execute(sql, list(params))
+                await conn.commit()
+                return int(cursor.rowcount)
+
+    async def read(self, key: str) -> Record | None:
+        # As bytes: text that is not UTF-8 is one damaged record, not a failed query.
+        rows = await self._fetch(f"SELECT CAST(data AS BLOB) FROM {self.table} WHERE id = ?", [key])
+        return decode_record(rows[0][0], store=self.name, key=key) if rows else None
 
     async def delete(self, key: str) -> bool:
-        async with self._connection:
-            return await super().delete(key)
+        return await self._change(f"DELETE FROM {self.table} WHERE id = ?", [key]) > 0
+
+    async def scan_keys(self, prefix: str = "") -> AsyncIterator[str]:
+        rows = await self._fetch(
+            f"SELECT id FROM {self.table} WHERE substr(id, 1, ?) = ? AND instr(id, '/') = 0",
+            [len(prefix), prefix],
+        )
+        for (key,) in rows:
+            yield key
 
     async def scan_heads(
         self, where: Sequence[tuple[tuple[str, ...], str]] = ()
-    ) -> AsyncIterator[Record]:
-        async with self._connection:
-            rows = [record async for record in super().scan_heads(where)]
-        for record in rows:
-            yield record
+    ) -> AsyncIterator[HeadItem]:
+        # Narrow by meta only where data is a record with a meta object: a row
+        # that is not is returned, to be reported as damaged, never dropped.
+        sql = [
+            f"SELECT id, CAST(data AS BLOB) FROM {self.table} "
+            "WHERE instr(id, '~') = 0 AND instr(id, '/') = 0"
+        ]
+        params: list[Any] = []
+        for path, value in where:
+            sql.append(
+                "AND CASE WHEN NOT json_valid(data) THEN 1 "
+                "WHEN json_type(data, '$.meta') IS NOT 'object' THEN 1 "
+                "ELSE json_extract(data, ?) IS ? END"
+            )
+            params += ["$.meta." + ".".join(path), value]
+        for key, data in await self._fetch(" ".join(sql), params):
+            try:
+                yield key, decode_record(data, store=self.name, key=key)
+            except DamagedRecordError as exc:
+                yield key, exc
+
+    async def quarantine(self, key: str) -> str:
+        aside = f"quarantine/{key}/{datetime.now(timezone.utc).isoformat()}"
+        changed = await self._change(
+            f"UPDATE {self.table} SET id = ?, updated_at = CURRENT_TIMESTAMP WHERE id = ?",
+            [aside, key],
+        )
+        if not changed:
+            raise StorageError(f"{self.name}: no record {key!r} to set aside")
+        return f"row {aside!r} of table {self.table}"
 
     async def _upsert(self, key: str, record: Record) -> None:
         async with self._connection:
@@ -119,19 +203,18 @@ class SQLiteRecordStore(DataknobsRecordStore):
         A statement that must change one row and did not raises its refusal
         (the third item) and rolls everything back.
         """
-        conn = self.db.db
-        if conn is None:
-            raise StorageError(f"{self.name} is closed")
-        await conn.execute("BEGIN IMMEDIATE")
-        try:
-            for sql, params, refusal in statements:
-                cursor = await conn.execute(sql, params)
-                if refusal is not None and cursor.rowcount != 1:
-                    raise refusal
-            await conn.commit()
-        except BaseException:
-            await conn.rollback()
-            raise
+        conn = self._conn()
+        with self._errors():
+            await conn.execute("BEGIN IMMEDIATE")
+            try:
+                for sql, params, refusal in statements:
+                    cursor = await conn.execute(sql, params)
+                    if refusal is not None and cursor.rowcount != 1:
+                        raise refusal
+                await conn.commit()
+            except BaseException:
+                await conn.rollback()
+                raise
 
 
 async def open_sqlite(url: str) -> DataknobsConversationStorage:
@@ -141,6 +224,7 @@ async def open_sqlite(url: str) -> DataknobsConversationStorage:
     path = local_path(url, "SQLite")
     params = query(url)
     table = identifier(params.get("table", "conversations"), "table", url)
+    _refuse_keyword(table, url)
     try:
         timeout = float(params.get("timeout", "30"))
     except ValueError:
@@ -150,7 +234,26 @@ async def open_sqlite(url: str) -> DataknobsConversationStorage:
     except OSError as exc:
         raise StorageError(f"cannot create the directory of {path}: {exc}") from None
     db = AsyncSQLiteDatabase({"path": str(path), "table": table, "timeout": timeout})
-    await connected(db, url)
-    return DataknobsConversationStorage(
-        SQLiteRecordStore(db, name=f"sqlite://{path}?table={table}")
-    )
+    await connected(db, url)  # closes the connection (and its thread) if the open fails
+    store = SQLiteRecordStore(db, name=f"sqlite://{path}?table={table}", timeout=timeout)
+    try:
+        async with store._connection:
+            with store._errors():
+                await store._conn().execute("PRAGMA secure_delete = ON")
+    except BaseException:
+        await store.close()
+        raise
+    return DataknobsConversationStorage(store)
+
+
+def _refuse_keyword(table: str, url: str) -> None:
+    """Refuse a table name SQLite cannot use unquoted (``select``): before anything is created."""
+    probe = sqlite3.connect(":memory:")
+    try:
+        probe.execute(f"CREATE TABLE {table} (x)")
+    except sqlite3.Error:
+        raise StorageError(
+            f"table {table!r} in {mask_url(url)!r} is an SQL keyword; choose another name"
+        ) from None
+    finally:
+        probe.close()
