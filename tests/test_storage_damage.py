@@ -414,3 +414,49 @@ def test_damaged_records_never_take_the_store_down(
     assert not raw, "\n".join(raw[:20])
     assert not failures, "\n".join(failures[:30])
     assert found.deleted == found.overwritten == found.reported == found.modes
+
+
+def test_a_damaged_file_whose_name_was_shortened_is_quarantined_not_deleted(
+    tmp_path: Path,
+) -> None:
+    """A long non-ASCII id gets a hashed file name that does not say its key: a damaged
+    head of that kind is still reported as damaged, quarantined by repair, never deleted
+    as an orphan; deleting its conversation works."""
+    from convtree.storage.backends.file import _file_name
+
+    url = f"file://{tmp_path}/store"
+    cid = "\u00e9" * 29  # 174 characters as a key, more than 200 as a file name
+
+    async def main() -> None:
+        async with open_storage(url) as storage:
+            for c in (cid, "short"):
+                state = _conversation(c)
+                await storage.save_conversation(state)
+            head = tmp_path / "store" / _file_name(record_id(cid))
+            assert "~" in head.name  # shortened with a hash
+            head.write_bytes(b"\x00garbage")
+            with pytest.warns(DamagedRecordWarning):
+                assert [r.conversation_id for r in await storage.list_summaries()] == ["short"]
+            report = await storage.check(grace=0)
+            assert (len(report.damaged), report.orphans) == (1, []), report.lines()
+            assert report.damaged[0].conversation_id == cid  # known from its segment
+            assert "not JSON" in report.damaged[0].problem
+            with pytest.raises(DamagedRecordError, match="not JSON"):
+                await storage.load_conversation(cid)
+            report = await storage.check(repair=True, grace=0)
+            assert report.repaired, report.lines()
+            aside = sorted(p.name for p in (tmp_path / "store" / "quarantine").iterdir())
+            assert len(aside) == 2, aside  # the head and its segment, together
+            assert any(name.startswith(head.name) for name in aside)
+            assert (await storage.check(grace=0)).clean
+            assert await storage.count_conversations() == 1
+            # Deleting a conversation with such a file works too.
+            state = _conversation(cid)
+            await storage.save_conversation(state)
+            head.write_bytes(b"")
+            assert await storage.delete_conversation(cid)
+            assert sorted(p.name for p in (tmp_path / "store").glob("*.json")) == sorted(
+                p.name for p in (tmp_path / "store").glob("short*.json")
+            )
+
+    asyncio.run(main())

@@ -104,7 +104,11 @@ class ConversationStorage(ABC):
         updated_after: datetime | None = None,
         updated_before: datetime | None = None,
     ) -> list[ConversationSummary]:
-        """Summaries of the matching conversations, sorted and paged, no trees loaded."""
+        """Summaries of the matching conversations, sorted and paged, no trees loaded.
+
+        A conversation whose head record cannot be read is skipped, with a
+        :class:`~convtree.errors.DamagedRecordWarning` naming it.
+        """
 
     @abstractmethod
     async def count_conversations(

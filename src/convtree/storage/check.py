@@ -213,17 +213,17 @@ async def _read_whole(storage: DataknobsConversationStorage, key: str) -> Head |
         DamagedRecordError: a record of it cannot be read.
     """
     cid = conversation_of(key)
-    if record_id_or_none(cid) != key:
-        raise DamagedRecordError(
-            f"record {key!r} in {storage.name} is not under a conversation key",
-            conversation_id=cid,
-            key=key,
-            problem="its key is not the encoding of a conversation id",
-        )
     for _ in range(_LOAD_ATTEMPTS):
-        head = await storage._head(key, cid)
+        head = await storage._head(key, cid)  # a record that cannot be read says why here
         if head is None:
             return None
+        if record_id_or_none(cid) != key:
+            raise DamagedRecordError(
+                f"record {key!r} in {storage.name} is not under a conversation key",
+                conversation_id=cid,
+                key=key,
+                problem="its key is not the encoding of a conversation id",
+            )
         try:
             if await storage._load(head) is not None:
                 return head

@@ -75,6 +75,22 @@ def _file_name(record_id: str) -> str:
     return name + ".json"
 
 
+def _stand_in_key(name: str) -> str:
+    """A key for a record file that cannot be read and whose name does not say its key
+    (shortened with a hash, or not made by this store).
+
+    What the name keeps of the key decides: with a ``~`` it is a segment of the head
+    before it (deleted with that conversation); without, a record of unknown kind, which
+    ``check`` reports as damaged (never as an orphan to delete).
+    """
+    stem = name[: -len(".json")] if name.endswith(".json") else name
+    kept, _, digest = stem.rpartition("~")
+    decoded = unquote(kept or stem)
+    if "~" in decoded:
+        return f"{decoded}~{digest}"
+    return f"{decoded}\u2026{digest[:8]}"
+
+
 class FileDatabase(AsyncDatabase):
     """One JSON file per record under ``path`` (created if missing).
 
@@ -324,6 +340,7 @@ class FileRecordStore(DataknobsRecordStore):
         """Every record file (whose key may start with ``prefix``) with its key, and its
         content when reading was needed for that."""
         out: list[tuple[str, Path, tuple[str, Fields] | DamagedRecordError | None]] = []
+        unknown: list[tuple[Path, DamagedRecordError]] = []
         for record_id, path in self.files._entries(prefix):
             if record_id is not None:
                 out.append((record_id, path, None))
@@ -331,13 +348,20 @@ class FileRecordStore(DataknobsRecordStore):
             try:
                 found = self.files._read_fields(path, None)
             except DamagedRecordError as exc:
-                # Not readable, and its name does not say whose it is: a key of its own.
-                key = unquote(path.name[: -len(".json")])
-                self._odd[key] = path
-                out.append((key, path, exc))
+                unknown.append((path, exc))
                 continue
             if found is not None:
                 out.append((found[0], path, found))
+        if unknown:
+            # A damaged file whose name was shortened: its key is the head key of a
+            # readable segment whose file name for that head key is this name.
+            heads = {key.split("~", 1)[0] for key, _, _ in out if "~" in key}
+            by_name = {_file_name(head): head for head in heads}
+            for path, error in unknown:
+                key = by_name.get(path.name) or _stand_in_key(path.name)
+                if key not in by_name.values():
+                    self._odd[key] = path
+                out.append((key, path, damaged(self.name, key, error.problem)))
         return out
 
     async def scan_keys(self, prefix: str = "") -> AsyncIterator[str]:
