@@ -124,7 +124,7 @@ def fresh_store_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path
     if backend == "file":
         return f"file://{tmp_path / 'store'}"
     if backend == "sqlite":
-        return f"sqlite://{tmp_path / 'store.db'}"
+        return f"sqlite:///{tmp_path / 'store.db'}"
     if backend == "postgres":
         return _postgres_url(request.getfixturevalue("postgres_server"), name)
     endpoint = request.getfixturevalue("s3_server")
