@@ -149,7 +149,7 @@ class Convtree:
         elif backend == "file":
             url = f"file://{self.tmp / tag}"
         elif backend == "sqlite":
-            url = f"sqlite://{self.tmp / tag}.db"
+            url = f"sqlite:///{self.tmp / tag}.db"
         elif backend == "postgres":
             assert self.pg is not None
             url = (
