@@ -1,7 +1,7 @@
 """convtree: branching LLM conversations as trees.
 
-A :class:`ConversationState` holds a tree of message nodes and a cursor. Every
-regenerated reply, edited message and fork is a branch that is kept,
+A [`ConversationState`][convtree.ConversationState] holds a tree of message
+nodes and a cursor. Every regenerated reply, edited message and fork is a branch that is kept,
 navigated, replayed and persisted as a versioned nodes-and-edges document.
 """
 

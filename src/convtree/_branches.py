@@ -3,7 +3,7 @@
 A chat UI that shows "2 / 3" at a branch point and lets the user switch to
 another alternative lands, like ChatGPT's, at the *end* of that alternative's
 branch, following below it the children that were active the last time the
-user was there. :class:`BranchMemory` keeps what that takes:
+user was there. `BranchMemory` keeps what that takes:
 
 * the cursor's path (root .. cursor), which is authoritative: at a branch point
   on it, the active child is the one on the path;

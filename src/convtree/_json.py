@@ -56,7 +56,7 @@ def json_text(value: Any) -> str:
 MAX_DEPTH = 200
 """How deep JSON values (metadata, content parts, tool calls, unknown fields) may nest.
 
-Enforced where values enter a conversation (:func:`copy_json`, :func:`check_depth`)
+Enforced where values enter a conversation (`copy_json()`, `check_depth()`)
 and when documents load, so whatever is saved loads again: pydantic's own limit
 (about 255 levels for a whole document) is never reached.
 """
@@ -67,7 +67,7 @@ def copy_json(value: Any, path: str, *, unicode: bool = False) -> Any:
 
     Dicts and lists are copied (so a caller mutating the result never changes
     the source); scalars are shared. Tuples become lists. Iterative: any depth
-    is handled without recursion, and refused beyond :data:`MAX_DEPTH`.
+    is handled without recursion, and refused beyond `MAX_DEPTH`.
 
     Args:
         value: The value.
@@ -80,7 +80,7 @@ def copy_json(value: Any, path: str, *, unicode: bool = False) -> Any:
     Raises:
         FormatError: if the value holds something JSON cannot represent
             (a datetime, bytes, a set, a non-string key), nests deeper than
-            :data:`MAX_DEPTH`, or (``unicode``) holds a lone surrogate, naming
+            `MAX_DEPTH`, or (``unicode``) holds a lone surrogate, naming
             its path.
     """
     if type(value) is str:  # the common case, first
@@ -130,7 +130,7 @@ def copy_json(value: Any, path: str, *, unicode: bool = False) -> Any:
 
 
 def check_depth(value: Any, path: str) -> None:
-    """Raise :class:`FormatError` if ``value`` nests deeper than :data:`MAX_DEPTH`.
+    """Raise [`FormatError`][convtree.FormatError] if ``value`` nests deeper than `MAX_DEPTH`.
 
     Iterative and cheap for shallow values (what loading checks).
     """
@@ -178,7 +178,7 @@ def _copy_shell(
 
 
 def _checked_text(text: str, name: Callable[[], str]) -> str:
-    """``text`` if it is valid Unicode (no lone surrogate), else :class:`FormatError`."""
+    """``text`` if it is valid Unicode (no lone surrogate), else a ``FormatError``."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:
@@ -195,7 +195,7 @@ def _any_text(text: str, name: Callable[[], str]) -> str:
 
 
 def valid_text(text: str, path: str) -> str:
-    """``text`` if it is valid Unicode (no lone surrogate), else :class:`FormatError`."""
+    """``text`` if it is valid Unicode (no lone surrogate), else a ``FormatError``."""
     return text if text.isascii() else _checked_text(text, lambda: path)
 
 

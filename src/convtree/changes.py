@@ -1,9 +1,9 @@
 """What changed in a conversation since it was loaded or saved: pure values, no I/O.
 
-A :class:`~convtree.ConversationState` keeps a journal of what changed since it
-was loaded from (or last saved to) a store. :meth:`ConversationState.changes`
-turns it into a :class:`ChangeSet`, the only thing a store needs to write an
-incremental save; :meth:`ConversationState.rebase` applies another writer's
+A [`ConversationState`][convtree.ConversationState] keeps a journal of what changed since it
+was loaded from (or last saved to) a store. [`changes()`][convtree.ConversationState.changes]
+turns it into a [`ChangeSet`][convtree.ChangeSet], the only thing a store needs to write an
+incremental save; [`rebase()`][convtree.ConversationState.rebase] applies another writer's
 saves underneath the pending changes. The merge rules live here and in the
 state, not in the storage:
 

@@ -181,7 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 async def check_store(url: str, args: argparse.Namespace) -> CheckReport:
-    """``convtree check``: :meth:`~convtree.DataknobsConversationStorage.check` on ``url``."""
+    """``convtree check``: [`check()`][convtree.DataknobsConversationStorage.check] on ``url``."""
     async with open_storage(url) as storage:
         if not isinstance(storage, DataknobsConversationStorage):
             raise ConvtreeError(

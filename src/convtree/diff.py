@@ -1,6 +1,6 @@
 """Comparing two branches: common ancestor, shared prefix, the two tails, per-message text diffs.
 
-:meth:`ConversationState.diff` is the entry point. Two nodes of one conversation
+[`diff()`][convtree.ConversationState.diff] is the entry point. Two nodes of one conversation
 share the path from the root to their deepest common ancestor. A fork keeps the
 node ids of the path it copied, so a fork and its source are compared the same
 way: the shared prefix is the longest run of equal node ids from the root.

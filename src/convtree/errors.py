@@ -1,6 +1,6 @@
 """The convtree error tree.
 
-Every error convtree raises on purpose derives from :class:`ConvtreeError`, and
+Every error convtree raises on purpose derives from [`ConvtreeError`][convtree.ConvtreeError], and
 each also derives from the built-in exception a caller would naturally catch::
 
     ConvtreeError
@@ -143,8 +143,8 @@ class PreconditionFailed(StorageError):
     """A conditional write found another revision than it expected (raised by backends).
 
     The conversation storage catches it, reads the newer revision and merges or
-    raises :class:`ConflictError`; users see it only when calling a
-    :class:`~convtree.storage.records.RecordStore` directly.
+    raises [`ConflictError`][convtree.ConflictError]; users see it only when calling a
+    `RecordStore` directly.
 
     Attributes:
         key: The record key whose write was refused.

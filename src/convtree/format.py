@@ -16,7 +16,7 @@ A document (schema 2.1.0) looks like::
 
 ``active_children`` remembers, for branch points the cursor has left, the
 child it was last in, so that switching back lands where the user was
-(:meth:`ConversationState.switch_to` with ``descend=True``).
+([`switch_to()`][convtree.ConversationState.switch_to] with ``descend=True``).
 
 The pydantic models below are the single source of truth for that shape: the
 committed ``migrations_schema/<version>/schema.json`` is generated from them, and a
@@ -57,7 +57,7 @@ __all__ = [
 ]
 
 CURRENT_SCHEMA_VERSION = "2.1.0"
-"""The schema version :meth:`ConversationState.to_dict` writes."""
+"""The schema version [`to_dict()`][convtree.ConversationState.to_dict] writes."""
 
 SCHEMA_ID = f"https://convtree.dev/schema/{CURRENT_SCHEMA_VERSION}/conversation.json"
 

@@ -118,7 +118,7 @@ class Message(BaseModel):
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Message:
-        """Build a message from a dict, raising :class:`~convtree.FormatError` if invalid."""
+        """Build a message from a dict, raising [`FormatError`][convtree.FormatError] if invalid."""
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
@@ -141,10 +141,10 @@ class Message(BaseModel):
     ConfigDict(extra="allow", title="Message", json_schema_extra={"description": _DESCRIPTION})
 )
 class MessageRecord(TypedDict):
-    """A message as a document stores it: validated like :class:`Message`, kept a dict.
+    """A message as a document stores it: validated like [`Message`][convtree.Message], kept a dict.
 
     Loading validates each node's message into this plain dict (several times
-    cheaper than building a model); a node builds its :class:`Message` from it
+    cheaper than building a model); a node builds its [`Message`][convtree.Message] from it
     on first access.
     """
 

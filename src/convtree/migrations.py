@@ -18,8 +18,8 @@ from       to          what the step does
                        ``active_children`` (remembered branch choices)
 =========  ==========  ==================================================
 
-Versions are compared with :class:`packaging.version.Version`. A document of a
-newer *major* version raises :class:`~convtree.SchemaVersionError`; one of a
+Versions are compared with `packaging.version.Version`. A document of a
+newer *major* version raises [`SchemaVersionError`][convtree.SchemaVersionError]; one of a
 newer *minor* version of the current major loads as it is, and the fields this
 version does not know are kept.
 """
@@ -228,7 +228,7 @@ MIGRATIONS = MigrationChain(CURRENT_SCHEMA_VERSION)
 
 
 def upgrade_document(doc: Mapping[str, Any]) -> dict[str, Any]:
-    """Upgrade ``doc`` to the current format without mutating it (see :class:`MigrationChain`)."""
+    """Upgrade ``doc`` to the current format without mutating it (see `MigrationChain`)."""
     return MIGRATIONS.upgrade(doc)
 
 

@@ -34,7 +34,7 @@ def new_node_id() -> str:
     generator is private to convtree, seeded from ``os.urandom`` and reseeded
     in forked children, so independent writers (threads, processes, machines)
     draw independent ids, and ``random.seed()`` in user code cannot make two
-    writers collide. :class:`~convtree.ConversationState` also re-draws on the
+    writers collide. [`ConversationState`][convtree.ConversationState] also re-draws on the
     (1 in 2**48) chance of meeting an id already in the conversation.
     """
     return f"{_rng.getrandbits(4 * NODE_ID_HEX_LENGTH):0{NODE_ID_HEX_LENGTH}x}"
@@ -228,7 +228,10 @@ class ConversationNode:
         return None if message is None else message.content  # type: ignore[union-attr]
 
     def message_dict(self) -> dict[str, Any] | None:
-        """The message as a new JSON-compatible dict (:meth:`Message.to_dict`), or ``None``."""
+        """The message as a new JSON-compatible dict ([`to_dict()`][convtree.Message.to_dict]).
+
+        ``None`` for a message-less root.
+        """
         message = self._message
         if type(message) is dict and len(message) == 2:
             content = message.get("content")

@@ -4,7 +4,7 @@ Every function here is iterative (explicit stacks, no recursion) and linear in
 the number of nodes, so a 100,000-deep chain and a 20,000-wide fan-out render
 as easily as a short chat.
 
-The bounded renderers (:func:`to_html`, :func:`to_mermaid`, :func:`rich_tree`)
+The bounded renderers (`to_html()`, `to_mermaid()`, `rich_tree()`)
 share one layout and one budget rule:
 
 * A chain of single children stays at one level; only a branch point nests its
@@ -100,7 +100,7 @@ def render_tree(state: ConversationState, *, width: int = 72, ids: bool = True) 
 def describe_node(node: ConversationNode, *, width: int = 72, ids: bool = True) -> str:
     """One line about a node: role, a preview of its text, branch name and id.
 
-    The line :func:`render_tree` prints for each node: whitespace collapsed,
+    The line [`render_tree()`][convtree.render_tree] prints for each node: whitespace collapsed,
     the text parts of the content only, ``<n tool call(s)>`` for a message
     that only calls tools.
 
@@ -190,7 +190,7 @@ def _squeeze(text: str, width: int) -> str:
 
 
 class _Cursor:
-    """A JSON container being written by :func:`_json_preview`."""
+    """A JSON container being written by `_json_preview()`."""
 
     __slots__ = ("close", "first", "items", "keyed")
 
@@ -332,7 +332,7 @@ def _call_text(call: Mapping[str, Any], limit: int) -> str:
 
 
 def _calls(message: Message, limit: int) -> tuple[list[str], int]:
-    """Up to :data:`_CALLS_SHOWN` calls a message makes, as text, and how many it makes."""
+    """Up to `_CALLS_SHOWN` calls a message makes, as text, and how many it makes."""
     calls: list[str] = []
     count = 0
     for call in message.tool_calls or ():
@@ -350,7 +350,7 @@ def message_text(message: Message, *, limit: int = 100_000) -> str:
     """The words of a message as one text: its text, ``[image]``-like placeholders
     for other parts, and a ``[calls name(arguments)]`` line per call it makes.
 
-    What :class:`~convtree.diff.BranchDiff` compares. At most ``limit``
+    What `BranchDiff` compares. At most ``limit``
     characters of the content and of each call's arguments are kept.
     """
     text, _ = _content_text(message.content, limit)
@@ -371,7 +371,7 @@ def _one_line(message: Message, width: int, *, detailed: bool) -> str:
     Args:
         message: The message.
         width: Longest preview, in characters.
-        detailed: ``False`` gives the classic :func:`describe_node` preview
+        detailed: ``False`` gives the classic `describe_node()` preview
             (the text parts only; ``<n tool call(s)>`` when there is no text).
             ``True`` also shows non-text parts (``[image]``), the calls made
             (``calls search_docs({...})``) and ``(no content)``.
@@ -873,7 +873,7 @@ def _summary_html(node: ConversationNode) -> str:
 def node_html(node: ConversationNode, *, preview: int = 300) -> str:
     """One node as an HTML block (``ConversationNode._repr_html_``).
 
-    Same look and escaping as a row of :func:`to_html`: role, text (the first
+    Same look and escaping as a row of `to_html()`: role, text (the first
     ``preview`` characters), tool calls, branch name and node id.
 
     Args:
@@ -1088,7 +1088,7 @@ def to_mermaid(
     the class ``active``, the cursor ``cursor``; an edge into an alternative
     is labelled "k of n". Long single-child runs and what the budget leaves
     out become ``fold`` nodes ("… 9,800 more messages"), by the same rule as
-    :func:`to_html` (see the module docstring).
+    `to_html()` (see the module docstring).
 
     Args:
         state: The conversation.
@@ -1177,7 +1177,7 @@ _RICH_ROLE_STYLES = {
 
 
 def rich_tree(state: ConversationState, *, max_nodes: int = 1000, width: int = 72) -> RichTree:
-    """The tree as a :class:`rich.tree.Tree` (``ConversationState.__rich__``).
+    """The tree as a `rich.tree.Tree` (``ConversationState.__rich__``).
 
     Rows read ``role: preview [branch]  id``; the active path is bold and
     marked ``●``, the cursor marked ``◀ cursor``; roles are coloured; each

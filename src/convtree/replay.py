@@ -1,15 +1,15 @@
 """Replaying a branch step by step, and re-running it with another model.
 
-:meth:`ConversationState.replay` walks the path to a node and yields, for each
+[`replay()`][convtree.ConversationState.replay] walks the path to a node and yields, for each
 message, what the model saw (the messages before it) and the alternatives at
-that point. :meth:`ConversationState.rerun` walks the same path and asks a
+that point. [`rerun()`][convtree.ConversationState.rerun] walks the same path and asks a
 function of yours for a new reply at every assistant turn, storing the new
-replies as a sibling branch, so that :meth:`ConversationState.diff` can put the
+replies as a sibling branch, so that [`diff()`][convtree.ConversationState.diff] can put the
 two side by side.
 
 The walk is written once, as a generator that yields the contexts to answer
-and receives the replies (:func:`_rerun_plan`); :func:`rerun` and
-:func:`arerun` only drive it, with a plain or an async function.
+and receives the replies (`_rerun_plan()`); `rerun()` and
+`arerun()` only drive it, with a plain or an async function.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 __all__ = ["ReplayStep", "Reply", "Respond", "arerun", "replay", "rerun"]
 
 Reply: TypeAlias = str | Message | Mapping[str, Any] | tuple[Any, Mapping[str, Any]]
-"""What ``respond`` returns: text, a :class:`Message`, an OpenAI-style message
+"""What ``respond`` returns: text, a [`Message`][convtree.Message], an OpenAI-style message
 dict, or ``(one of those, node_metadata)`` to store usage, model name, ... with it."""
 
 Respond: TypeAlias = Callable[[list[dict[str, Any]]], Reply | Awaitable[Reply]]
@@ -204,7 +204,8 @@ def rerun(
     start: NodeRef | None = None,
     branch_name: str | None = None,
 ) -> ConversationNode:
-    """Drive :func:`_rerun_plan` with a plain function (see :meth:`ConversationState.rerun`)."""
+    """Drive `_rerun_plan()` with a plain function (see
+    [`rerun()`][convtree.ConversationState.rerun] )."""
     if _is_async(respond):
         try:
             asyncio.get_running_loop()
@@ -236,7 +237,7 @@ async def arerun(
     start: NodeRef | None = None,
     branch_name: str | None = None,
 ) -> ConversationNode:
-    """:func:`rerun` for a plain or an async ``respond``."""
+    """`rerun()` for a plain or an async ``respond``."""
     plan = _rerun_plan(state, ref, start)
     try:
         context = next(plan)

@@ -48,7 +48,7 @@ __all__ = ["ConversationState", "NodeRef", "PathSummary", "SiblingPosition"]
 NodeRef = str | ConversationNode
 """A node reference: an id, a unique id prefix, a branch name, or a node (by its id).
 
-A :class:`ConversationNode` names the node with its id, so a node of a loaded
+A [`ConversationNode`][convtree.ConversationNode] names the node with its id, so a node of a loaded
 copy or of a fork can be used on the other.
 """
 
@@ -64,7 +64,8 @@ def _now() -> datetime:
 class _Journal:
     """What changed since the state was last loaded from or saved to a store.
 
-    :meth:`ConversationState.changes` publishes it as a :class:`ChangeSet`.
+    [`changes()`][convtree.ConversationState.changes] publishes it as a
+    [`ChangeSet`][convtree.ChangeSet] .
     """
 
     base: SavedRevision  # the stored revision this state was loaded at / saved as
@@ -78,7 +79,7 @@ class _Journal:
 
 
 class _Watch:
-    """Hears about reads and assignments of a conversation's nodes (see :class:`NodeWatch`)."""
+    """Hears about reads and assignments of a conversation's nodes (see `NodeWatch`)."""
 
     __slots__ = ("journal",)
 
@@ -126,8 +127,8 @@ class ConversationState:
     """A conversation: a rooted tree of message nodes and a cursor.
 
     Every regenerated reply, edited message or alternative is a branch that is
-    kept. The cursor (:attr:`current_node_id`) selects the active path;
-    :meth:`get_current_messages` is that path, the list to send to a model.
+    kept. The cursor (`current_node_id`) selects the active path;
+    `get_current_messages()` is that path, the list to send to a model.
 
     A new conversation has a message-less root, so it can branch at its very
     first message (two alternative system prompts are two children of the root).
@@ -135,13 +136,14 @@ class ConversationState:
     load as they are.
 
     Node references (``ref``) accept a node id, a branch name, a unique prefix of
-    an id, or a :class:`ConversationNode`. An exact id wins over a branch name,
+    an id, or a [`ConversationNode`][convtree.ConversationNode] . An exact id wins over a branch
+    name,
     which wins over a prefix. Exact ids are O(1); branch names and prefixes are
     O(log n) after an O(n log n) index rebuild following a change.
 
     Operations are O(depth) or better and iterative: a 100,000-deep chain works
     in every method. ``message_tree`` is the underlying
-    :class:`dataknobs_structures.Tree`; read it, but change the conversation only
+    `dataknobs_structures.Tree`; read it, but change the conversation only
     through these methods, which keep the id index in step.
 
     Not thread-safe: guard a state shared between threads with a lock.
@@ -345,7 +347,7 @@ class ConversationState:
     ) -> ConversationNode:
         """Add a whole message as a child of ``parent_id`` (default: the cursor); move the cursor.
 
-        Like :meth:`add_message`, but for a :class:`Message` or a message dict
+        Like `add_message()`, but for a [`Message`][convtree.Message] or a message dict
         you already have (an OpenAI-style dict, a message of another node): every
         field is kept, the message's own ``metadata`` and unknown provider
         fields included. The message is copied.
@@ -387,7 +389,7 @@ class ConversationState:
     ) -> ConversationNode:
         """Add a sibling of the cursor node (a regenerated reply) and move the cursor to it.
 
-        Takes the same keyword arguments as :meth:`add_message`, but no parent.
+        Takes the same keyword arguments as `add_message()`, but no parent.
 
         Raises:
             TreeOperationError: if the cursor is on the root, which has no siblings.
@@ -512,7 +514,7 @@ class ConversationState:
 
         ``step=1`` is the next sibling, ``-1`` the previous. With ``descend``
         (the default) the cursor lands at the end of that alternative's branch,
-        as in :meth:`switch_to`. Use :meth:`sibling_position` to know whether
+        as in `switch_to()`. Use `sibling_position()` to know whether
         there is one.
 
         Raises:
@@ -671,7 +673,7 @@ class ConversationState:
         siblings) or pruned, node fields assigned, and changes made inside what
         ``node.metadata`` or ``node.message`` handed out. Call it for a change
         made inside a message obtained another way (from
-        :meth:`get_current_messages`, which does not watch, to stay fast on
+        `get_current_messages()`, which does not watch, to stay fast on
         every chat turn), or save with ``full=True``.
         """
         tree = self._resolve(ref)
@@ -738,7 +740,7 @@ class ConversationState:
     def replay(self, ref: NodeRef | None = None) -> Iterator[ReplayStep]:
         """Step through the path to ``ref`` (default: the cursor), first message first.
 
-        Each :class:`~convtree.replay.ReplayStep` has the node and message, the
+        Each `ReplayStep` has the node and message, the
         context (the messages before it, what the model was sent), and the
         alternatives at that point with its position among them ("2 / 3").
         """
@@ -767,9 +769,9 @@ class ConversationState:
         Each new node's metadata has ``rerun_of`` (the node it re-does) plus
         whatever metadata ``respond`` returned.
 
-        ``respond`` returns text, a :class:`Message`, a message dict, or
+        ``respond`` returns text, a [`Message`][convtree.Message], a message dict, or
         ``(reply, metadata)`` (e.g. ``{"model": ..., "usage": {...}}``). It may be
-        async; inside a running event loop (a notebook) use :meth:`arerun`.
+        async; inside a running event loop (a notebook) use `arerun()`.
         The branch is added once every reply is in: if ``respond`` raises,
         the conversation is unchanged. The cursor moves to the new branch's end.
 
@@ -799,7 +801,7 @@ class ConversationState:
         start: NodeRef | None = None,
         branch_name: str | None = None,
     ) -> ConversationNode:
-        """:meth:`rerun`, awaiting ``respond`` when it is async."""
+        """`rerun()`, awaiting ``respond`` when it is async."""
         from .replay import arerun
 
         return await arerun(self, ref, respond, start=start, branch_name=branch_name)
@@ -807,7 +809,7 @@ class ConversationState:
     def usage(
         self, ref: NodeRef | None = None, *, scope: Literal["path", "tree"] = "path"
     ) -> Usage:
-        """Token and cost totals from node metadata (see :mod:`convtree.usage` for the keys).
+        """Token and cost totals from node metadata (see `usage` for the keys).
 
         Args:
             ref: With ``scope="path"``, the end of the path (default: the
@@ -845,7 +847,7 @@ class ConversationState:
         return None if journal is None else journal.base
 
     def changes(self, *, full: bool = False) -> ChangeSet:
-        """What changed since :attr:`saved_revision`, as a value a store can write.
+        """What changed since `saved_revision`, as a value a store can write.
 
         O(number of changes) (plus the conversation metadata); the whole tree
         when the state was never saved, or with ``full=True``.
@@ -924,7 +926,7 @@ class ConversationState:
         """Put this state's pending changes on top of ``upstream``, a newer stored revision.
 
         ``upstream`` is the same conversation as another writer saved it (loaded
-        from the store, so its :attr:`saved_revision` is set); it is consumed.
+        from the store, so its `saved_revision` is set); it is consumed.
         Afterwards this state holds upstream's tree plus the nodes this state
         added, its cursor, and its metadata if it changed them; its pending
         changes are those appends, based on upstream's revision. Changes that

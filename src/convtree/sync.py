@@ -11,7 +11,7 @@
 
 The storage runs on an event loop in a private thread, so the facade also
 works where a loop is already running (Jupyter). Each blocking method is made
-from the async method of :class:`~convtree.ConversationStorage` by one typed
+from the async method of [`ConversationStorage`][convtree.ConversationStorage] by one typed
 wrapper, so it has exactly the async method's parameters (a type checker
 flags ``list_summaries(orderby=...)``) and cannot drift from it.
 """
@@ -38,7 +38,7 @@ T = TypeVar("T")
 def _blocking(
     method: Callable[Concatenate[ConversationStorage, P], Coroutine[Any, Any, T]],
 ) -> Callable[Concatenate[SyncStorage, P], T]:
-    """A method of :class:`SyncStorage` that runs ``method`` of its storage and waits.
+    """A method of `SyncStorage` that runs ``method`` of its storage and waits.
 
     It has the async method's parameters for type checkers and at run time
     (``inspect.signature``, ``help``), and its documentation. The storage's own
@@ -52,19 +52,19 @@ def _blocking(
 
     call.__name__ = name
     call.__qualname__ = f"SyncStorage.{name}"
-    call.__doc__ = f"Blocking :meth:`~convtree.ConversationStorage.{name}`: {method.__doc__}"
+    call.__doc__ = f"Blocking [`{name}()`][convtree.ConversationStorage.{name}]: {method.__doc__}"
     call.__signature__ = inspect.signature(method)  # type: ignore[attr-defined]
     return call
 
 
 class SyncStorage:
-    """The methods of :class:`~convtree.ConversationStorage`, blocking.
+    """The methods of [`ConversationStorage`][convtree.ConversationStorage], blocking.
 
     ``save_conversation``, ``load_conversation``, ``delete_conversation``,
     ``exists``, ``list_summaries``, ``count_conversations`` and
     ``list_conversations`` take the async methods' parameters and return their
-    results. After :meth:`close` every method raises
-    :class:`~convtree.StorageError`.
+    results. After `close()` every method raises
+    [`StorageError`][convtree.StorageError].
     """
 
     def __init__(self, url: str | None = None) -> None:
@@ -134,5 +134,6 @@ class SyncStorage:
 
 
 def open_storage(url: str | None = None) -> SyncStorage:
-    """Open a blocking storage from a URL (the same URLs as :func:`convtree.open_storage`)."""
+    """Open a blocking storage from a URL (the same URLs as
+    [`open_storage()`][convtree.open_storage] )."""
     return SyncStorage(url)

@@ -1,6 +1,6 @@
 """The storage conformance suite: what every backend must do, importable by backend authors.
 
-Subclass :class:`StorageConformance` in a pytest module and provide a
+Subclass `StorageConformance` in a pytest module and provide a
 ``store_url`` fixture that returns the URL of a fresh, empty store::
 
     from convtree.testing import StorageConformance

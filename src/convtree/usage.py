@@ -1,7 +1,7 @@
 """Token and cost totals, summed from node metadata.
 
 Where a reply's usage is recorded (``add_message(..., metadata=...)``, or the
-metadata a :meth:`~convtree.ConversationState.rerun` ``respond`` returns), in
+metadata a [`rerun()`][convtree.ConversationState.rerun] ``respond`` returns), in
 the node's ``metadata`` itself or in its ``usage`` mapping:
 
 ==========================  ==================================================
@@ -15,11 +15,11 @@ key                         counted as
 ``output_tokens``           completion tokens (Anthropic, OpenAI Responses)
 ``total_tokens``            the total; prompt + completion when absent
 ``cost``                    cost, in whatever currency you record (one only)
-``model``                   the model, for :attr:`Usage.by_model`
+``model``                   the model, for `by_model`
 ==========================  ==================================================
 
 Keys in ``usage`` win over the same keys beside it. Values that are not
-numbers (``True``, ``"12"``, NaN) are not counted; :attr:`Usage.skipped`
+numbers (``True``, ``"12"``, NaN) are not counted; `skipped`
 says how many were left out, so a total is never silently wrong.
 """
 

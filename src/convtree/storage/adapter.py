@@ -1,11 +1,11 @@
 """DataknobsConversationStorage: save, load, merge, list and count over any record store.
 
 The storage is the same for every backend: it reads the head, plans the save
-with :mod:`convtree.storage.layout`, and commits it with the record store's
+with `layout`, and commits it with the record store's
 conditional write. A stale save (another writer committed first) reads the
 newer revision, lets the core rebase its changes on top of it
-(:meth:`ConversationState.rebase`: appends merge, anything else is a
-:class:`~convtree.ConflictError`), and tries again. What makes this safe is
+([`rebase()`][convtree.ConversationState.rebase]: appends merge, anything else is a
+[`ConflictError`][convtree.ConflictError]), and tries again. What makes this safe is
 the backend's atomic conditional write of the head, not a lock: the
 per-conversation lock held here only keeps one storage's own writers from
 racing each other (fewer retries).
@@ -69,19 +69,19 @@ class DataknobsConversationStorage(ConversationStorage):
     """The generic storage: conversations in a record store or any dataknobs-data database.
 
     Args:
-        db: A :class:`~convtree.storage.records.RecordStore` (what
-            :func:`~convtree.open_storage` builds for each URL), or a
+        db: A `RecordStore` (what
+            [`open_storage()`][convtree.open_storage] builds for each URL), or a
             dataknobs-data ``AsyncDatabase``, connected or connectable, which is
-            wrapped in :class:`~convtree.storage.backends.dataknobs.DataknobsRecordStore`
+            wrapped in `DataknobsRecordStore`
             (it may hold other records too: convtree's carry a ``kind`` field).
             A bare dataknobs-data database has no conditional write, so saves
             are then safe only among the writers of this process; the stores
-            :func:`~convtree.open_storage` opens are safe across processes.
+            [`open_storage()`][convtree.open_storage] opens are safe across processes.
         name: How the store is named in errors and ``repr`` (never a password);
             the record store's name by default.
         nested_filters: For a dataknobs-data database: whether it can search
             nested fields (``meta.user_id``). Only narrows candidates.
-        owns_db: For a dataknobs-data database: close it in :meth:`close`.
+        owns_db: For a dataknobs-data database: close it in `close()`.
     """
 
     def __init__(
@@ -169,8 +169,8 @@ class DataknobsConversationStorage(ConversationStorage):
         """Summaries of the matching conversations, sorted and paged, no trees loaded.
 
         A conversation whose head record cannot be read is skipped with a
-        :class:`~convtree.errors.DamagedRecordWarning` naming it (see
-        :meth:`damaged_conversations`).
+        `DamagedRecordWarning` naming it (see
+        `damaged_conversations()`).
         """
         self._check_open()
         flt = MetadataFilter(
@@ -212,7 +212,7 @@ class DataknobsConversationStorage(ConversationStorage):
         """The conversations whose head record cannot be read: what listings skip.
 
         Reads every head (as an unfiltered listing does), not the segments:
-        :meth:`check` reads every record.
+        `check()` reads every record.
         """
         from .check import DamagedRecord
 
@@ -248,7 +248,7 @@ class DataknobsConversationStorage(ConversationStorage):
                 unreferenced after that.
 
         Returns:
-            A :class:`~convtree.storage.check.CheckReport`.
+            A `CheckReport`.
         """
         from .check import check_store
 
@@ -462,7 +462,7 @@ class DataknobsConversationStorage(ConversationStorage):
 
     async def _vanished(self, head: Head, missing: list[str]) -> None:
         """Segments ``head`` lists are gone: return if a newer save (or a delete) merged
-        them away, raise :class:`DamagedRecordError` if the head stays where it was."""
+        them away, raise `DamagedRecordError` if the head stays where it was."""
         for attempt in range(_MISSING_READS):
             await _backoff(attempt + 3)
             try:

@@ -61,7 +61,7 @@ class ConversationStorage(ABC):
             await storage.save_conversation(state)
 
     ``filter_metadata`` accepts equality, dotted keys and the operators of
-    :mod:`convtree.storage.filters`; the ``created_*``/``updated_*`` bounds are
+    `filters`; the ``created_*``/``updated_*`` bounds are
     exclusive and timezone-aware. Every backend returns the same rows.
     """
 
@@ -74,7 +74,7 @@ class ConversationStorage(ABC):
         Writes only what changed since ``state`` was loaded or last saved, unless
         ``full``. If another writer saved in between, appended messages merge
         (and ``state`` then also holds theirs); anything else raises
-        :class:`~convtree.ConflictError`. A state that was not loaded from this
+        [`ConflictError`][convtree.ConflictError]. A state that was not loaded from this
         store replaces a stored conversation of the same id only with
         ``overwrite=True``.
         """
@@ -107,7 +107,7 @@ class ConversationStorage(ABC):
         """Summaries of the matching conversations, sorted and paged, no trees loaded.
 
         A conversation whose head record cannot be read is skipped, with a
-        :class:`~convtree.errors.DamagedRecordWarning` naming it.
+        `DamagedRecordWarning` naming it.
         """
 
     @abstractmethod
@@ -134,7 +134,7 @@ class ConversationStorage(ABC):
         updated_after: datetime | None = None,
         updated_before: datetime | None = None,
     ) -> list[ConversationState]:
-        """The matching conversations, loaded whole (prefer :meth:`list_summaries`)."""
+        """The matching conversations, loaded whole (prefer `list_summaries()`)."""
         summaries = await self.list_summaries(
             filter_metadata,
             order_by=order_by,

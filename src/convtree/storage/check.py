@@ -6,7 +6,7 @@ What it finds (see docs/storage.md, "Damaged records"):
   (truncated, garbled, wrong types, missing fields), a segment its head lists
   that is missing, or nodes that do not form a conversation. With ``repair``
   every record of such a conversation is **quarantined**: moved aside,
-  unchanged, where no listing or load sees it (:meth:`RecordStore.quarantine`
+  unchanged, where no listing or load sees it (`quarantine()`
   says where), so that nothing is destroyed;
 * **orphans**: segments no head lists (a save that died after writing its
   head, before deleting what it replaced; a save refused or killed before its
@@ -54,7 +54,7 @@ class DamagedRecord:
 
     @classmethod
     def from_error(cls, exc: DamagedRecordError) -> DamagedRecord:
-        """The record a :class:`~convtree.DamagedRecordError` is about."""
+        """The record a `DamagedRecordError` is about."""
         key = exc.key or "?"
         cid = exc.conversation_id if exc.conversation_id is not None else conversation_of(key)
         return cls(cid, key, exc.problem)
@@ -65,7 +65,7 @@ class DamagedRecord:
 
 @dataclass
 class CheckReport:
-    """What :meth:`~convtree.DataknobsConversationStorage.check` found and did.
+    """What [`check()`][convtree.DataknobsConversationStorage.check] found and did.
 
     Attributes:
         store: The store's name.
@@ -138,7 +138,7 @@ class CheckReport:
 async def check_store(
     storage: DataknobsConversationStorage, *, repair: bool, grace: float
 ) -> CheckReport:
-    """The engine of :meth:`~convtree.DataknobsConversationStorage.check`."""
+    """The engine of [`check()`][convtree.DataknobsConversationStorage.check]."""
     records = storage.records
     report = CheckReport(storage.name, repair=repair)
     keys = [key async for key in records.scan_keys()]

@@ -15,7 +15,7 @@ numbers and strings with strings (by code point), and a stored value of another
 type (or NaN) does not match; a missing key matches only ``$ne``, ``$nin`` and
 ``$exists: false``.
 
-Backends may narrow the candidates first (see :meth:`MetadataFilter.pushdown`),
+Backends may narrow the candidates first (see `pushdown()`),
 but every row is checked here, so a backend can never return a wrong row.
 """
 
@@ -114,7 +114,7 @@ class MetadataFilter:
         updated_after: datetime | None = None,
         updated_before: datetime | None = None,
     ) -> None:
-        """Parse and validate; raise :class:`~convtree.FilterError` naming the bad part."""
+        """Parse and validate; raise [`FilterError`][convtree.FilterError] naming the bad part."""
         self.conditions: list[Condition] = []
         if filter_metadata is not None:
             if not isinstance(filter_metadata, Mapping):
@@ -162,7 +162,7 @@ class MetadataFilter:
 
         Only string equality on identifier keys is offered: it means the same
         thing in every backend's query language, so narrowing by it never drops
-        a row that :meth:`matches` would keep.
+        a row that `matches()` would keep.
         """
         out = []
         for c in self.conditions:

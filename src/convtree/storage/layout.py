@@ -83,7 +83,7 @@ REPAIR_HINT = (
     "nothing was changed; delete it (delete_conversation), replace it "
     "(save_conversation(..., overwrite=True)), or set it aside with `convtree check --repair`"
 )
-"""What a :class:`~convtree.DamagedRecordError` from the storage suggests doing."""
+"""What a `DamagedRecordError` from the storage suggests doing."""
 
 SUMMARY_FIELDS = {
     "node_count": int,
@@ -129,7 +129,7 @@ def damaged_error(
 def as_damaged(
     exc: DamagedRecordError, store: str, key: str, cid: str | None = None
 ) -> DamagedRecordError:
-    """A record store's :class:`DamagedRecordError` restated for the conversation it belongs to."""
+    """A record store's `DamagedRecordError` restated for the conversation it belongs to."""
     return damaged_error(store, exc.key or key, exc.problem, cid=cid)
 
 
@@ -257,7 +257,7 @@ def _parse_head(record: Any, store: str, key: str) -> Head:
 
 
 def record_id_or_none(conversation_id: object) -> str | None:
-    """:func:`record_id`, or ``None`` for an id that cannot be stored."""
+    """`record_id()`, or ``None`` for an id that cannot be stored."""
     try:
         return record_id(conversation_id)
     except StorageError:
@@ -376,8 +376,8 @@ def state_from_records(
 class SavePlan:
     """How to write a change set on top of a head: what to read first, then what to write.
 
-    A store reads :attr:`absorb` (older segments the new one swallows), then
-    calls :meth:`records` to get the records to commit.
+    A store reads `absorb` (older segments the new one swallows), then
+    calls `records()` to get the records to commit.
     """
 
     changes: ChangeSet

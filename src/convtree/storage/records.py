@@ -1,29 +1,29 @@
 """The record store: the few primitives a storage backend implements.
 
 A backend stores *records*, small JSON-compatible dicts under string keys; it
-never sees a conversation tree (:mod:`convtree.storage.layout` turns states into
-records and back, :class:`~convtree.DataknobsConversationStorage` does the
+never sees a conversation tree (`layout` turns states into
+records and back, [`DataknobsConversationStorage`][convtree.DataknobsConversationStorage] does the
 rest: save, load, merge, list, count). Two kinds of records exist:
 
 * a **head** per conversation (key: the encoded conversation id, never a
   ``~``; it has an integer ``revision`` field and ``kind == "head"``);
 * **segments** holding node records (keys ``<head key>~...``; ``kind == "segment"``).
 
-A backend implements :meth:`RecordStore.read`, :meth:`RecordStore.write` (with
-its three modes), :meth:`RecordStore.delete` and :meth:`RecordStore.scan_keys`.
+A backend implements `read()`, `write()` (with
+its three modes), `delete()` and `scan_keys()`.
 What makes a save safe is the write of the head with ``IfRevision(n)``: it must
 be **atomic** (the compare and the write are one step that no other writer can
 interleave with), across every process that can open the store. Backends that
 can write the segments and the head in one transaction override
-:meth:`RecordStore.commit`; backends that can read many heads at once, or
-narrow them by metadata, override :meth:`RecordStore.scan_heads`.
+`commit()`; backends that can read many heads at once, or
+narrow them by metadata, override `scan_heads()`.
 
 A record whose stored bytes cannot be read (truncated, garbled, not an object)
-raises :class:`~convtree.DamagedRecordError` naming its key and what is wrong;
+raises `DamagedRecordError` naming its key and what is wrong;
 scans yield that error in its place instead of failing, so one damaged record
 never takes a listing down.
 
-Optional capabilities are declared in :attr:`RecordStore.capabilities`, never
+Optional capabilities are declared in `capabilities`, never
 discovered by catching ``NotImplementedError``.
 """
 
@@ -58,7 +58,7 @@ Record = dict[str, Any]
 """A stored record: a JSON-compatible dict (strings, numbers, bools, None, lists, dicts)."""
 
 HeadItem = tuple[str, "Record | DamagedRecordError"]
-"""What :meth:`RecordStore.scan_heads` yields: a head's key, and the head or why it
+"""What `scan_heads()` yields: a head's key, and the head or why it
 cannot be read."""
 
 
@@ -69,12 +69,13 @@ class IfRevision(NamedTuple):
 
 
 PutMode = Literal["create", "overwrite"] | IfRevision
-"""How :meth:`RecordStore.write` treats a record that exists.
+"""How `write()` treats a record that exists.
 
-* ``"create"``: only if no record has this key, else :class:`~convtree.PreconditionFailed`;
+* `` "create"``: only if no record has this key, else
+[`PreconditionFailed`][convtree.PreconditionFailed] ;
 * ``"overwrite"``: unconditionally;
 * ``IfRevision(n)``: only if the stored record's ``revision`` field is ``n``, else
-  :class:`~convtree.PreconditionFailed` (also when there is no record).
+  [`PreconditionFailed`][convtree.PreconditionFailed] (also when there is no record).
 """
 
 
@@ -85,14 +86,14 @@ class Capabilities:
     Attributes:
         compare_and_set: How the conditional head write is made atomic, and
             across which writers (shown by ``storage.compare_and_set``).
-        atomic_commit: :meth:`RecordStore.commit` writes the segments, the head
+        atomic_commit: `commit()` writes the segments, the head
             and the deletions in one transaction: all or nothing.
-        filters: :meth:`RecordStore.scan_heads` narrows heads by the string
+        filters: `scan_heads()` narrows heads by the string
             equalities it is given (``meta`` paths). Results are re-checked in
             Python either way; narrowing only saves reads.
         cross_process: The conditional write holds across processes (and
             hosts, for a server); ``False`` means one process only.
-        quarantine: :meth:`RecordStore.quarantine` sets a record's stored
+        quarantine: `quarantine()` sets a record's stored
             bytes aside (``convtree check --repair`` needs it to repair damage).
     """
 
@@ -109,7 +110,7 @@ class RecordStore(ABC):
     Keys are made of ``A-Z a-z 0-9 _ - % ~`` only (at most 200 characters), so
     they are safe as file names, object keys and SQL values as they are.
     Implementations must be safe to use from many coroutines of one event loop
-    at once. Subclasses set :attr:`name` (shown in errors; never a password).
+    at once. Subclasses set `name` (shown in errors; never a password).
     """
 
     name: str = "records"
@@ -153,13 +154,13 @@ class RecordStore(ABC):
         """Every head (the records whose key has no ``~``), in any order, with its key.
 
         A head that cannot be read is yielded as the
-        :class:`~convtree.DamagedRecordError` its :meth:`read` raises, never
+        `DamagedRecordError` its `read()` raises, never
         raised: the scan goes on. ``where`` holds ``(path, text)`` string
         equalities on the head's ``meta`` field; a store declaring
         ``capabilities.filters`` may skip heads that fail them (never a head it
         cannot read, or whose ``meta`` is not an object), others ignore them.
 
-        The default reads the keys :meth:`scan_keys` lists, 32 at a time.
+        The default reads the keys `scan_keys()` lists, 32 at a time.
         """
         keys = [key async for key in self.scan_keys() if "~" not in key]
         for start in range(0, len(keys), 32):
@@ -191,7 +192,7 @@ class RecordStore(ABC):
         records (segments the new head no longer lists) are deleted after the
         head is written.
 
-        The default uses :meth:`write`; stores with transactions override it to
+        The default uses `write()`; stores with transactions override it to
         do everything at once.
 
         Raises:
@@ -213,7 +214,7 @@ class RecordStore(ABC):
 
         For stores declaring ``capabilities.quarantine``; ``convtree check
         --repair`` uses it for records that cannot be read, so that nothing is
-        destroyed. Afterwards :meth:`read` answers ``None`` and no scan lists it.
+        destroyed. Afterwards `read()` answers ``None`` and no scan lists it.
 
         Returns:
             Where the record went (a path, a key, a row id), for the report.
@@ -236,7 +237,7 @@ class RecordStore(ABC):
         return []
 
     async def remove_leftover(self, name: str) -> bool:
-        """Remove one of :meth:`leftovers`; ``True`` if it existed."""
+        """Remove one of `leftovers()`; ``True`` if it existed."""
         return False
 
     async def close(self) -> None:  # noqa: B027 - most stores hold nothing
@@ -260,7 +261,7 @@ def check_mode(mode: object) -> PutMode:
 
 
 def expected_revision(mode: PutMode) -> int | None:
-    """The ``expect`` of :meth:`RecordStore.commit` for a conditional mode (``"create"``: None)."""
+    """The ``expect`` of `commit()` for a conditional mode (``"create"``: None)."""
     return mode.revision if isinstance(mode, IfRevision) else None
 
 
@@ -277,7 +278,7 @@ def refusal(store: str, key: str, expect: int | None) -> PreconditionFailed:
 
 
 def check_expected(current: Record | None, expect: int | None, *, store: str, key: str) -> None:
-    """Raise :func:`refusal` unless ``current`` (the stored record) meets ``expect``.
+    """Raise `refusal()` unless ``current`` (the stored record) meets ``expect``.
 
     ``expect`` None: there must be no record; an int: the record's ``revision`` is it.
     """

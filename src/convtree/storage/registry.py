@@ -1,16 +1,16 @@
 """URL schemes to backends, and ``open_storage(url)``.
 
-Built-in schemes map to a module of :mod:`convtree.storage.backends`, imported
+Built-in schemes map to a module of `backends`, imported
 only when its scheme is opened. Other packages add schemes with
-:func:`register_backend`, or without any code running first, through the
+`register_backend()`, or without any code running first, through the
 ``convtree.backends`` entry point group; in their ``pyproject.toml``::
 
     [project.entry-points."convtree.backends"]
     redis = "convtree_redis:open_redis"
 
 An opener is ``async def open_x(url: str) -> ConversationStorage | RecordStore``;
-a :class:`~convtree.storage.records.RecordStore` it returns is wrapped in a
-:class:`~convtree.DataknobsConversationStorage`, which brings save, load,
+a `RecordStore` it returns is wrapped in a
+[`DataknobsConversationStorage`][convtree.DataknobsConversationStorage], which brings save, load,
 merge, list and count.
 """
 

@@ -1,12 +1,12 @@
 """Parsing storage URLs: paths, query parameters, identifiers, masked passwords.
 
 Local paths in URLs follow the convention users already know for each scheme
-(:func:`local_path`): ``sqlite:`` is SQLAlchemy's (``sqlite:///chats.db`` is
+(`local_path()`): ``sqlite:`` is SQLAlchemy's (``sqlite:///chats.db`` is
 ``./chats.db``, ``sqlite:////var/db/chats.db`` is absolute) and ``file:`` is the
 standard file URI of RFC 8089, which ``Path.as_uri()`` writes
 (``file:///var/store`` is absolute, ``file:store`` is ``./store``).
 
-``open_storage`` lives in :mod:`convtree.storage.registry`; it is re-exported
+``open_storage`` lives in `registry`; it is re-exported
 here for code written against earlier versions.
 """
 
@@ -54,7 +54,7 @@ def default_store_path() -> Path:
 
 
 def default_store_url() -> str:
-    """``$CONVTREE_STORE``, or the URL of :func:`default_store_path`."""
+    """``$CONVTREE_STORE``, or the URL of `default_store_path()`."""
     return os.environ.get("CONVTREE_STORE") or path_url("sqlite", default_store_path())
 
 
@@ -155,7 +155,7 @@ def _refuse_legacy_absolute(url: str, what: str, written: str) -> None:
 
 
 def path_url(scheme: str, path: Path | str) -> str:
-    """The URL of a local path by the scheme's convention; :func:`local_path` reads it back.
+    """The URL of a local path by the scheme's convention; `local_path()` reads it back.
 
     ``path_url("sqlite", "/var/db/x.db") == "sqlite:////var/db/x.db"``;
     ``path_url("file", "/var/store") == "file:///var/store"``. A relative path is

@@ -16,6 +16,6 @@ module            URL                                          conditional write
                                                                / ``If-None-Match``)
 ================  ===========================================  =============================
 
-Importing this package imports no backend; :mod:`convtree.storage.registry`
+Importing this package imports no backend; `registry`
 imports a backend's module when its URL scheme is opened.
 """

@@ -1,9 +1,9 @@
 """Any dataknobs-data ``AsyncDatabase`` as a record store, and ``dataknobs-memory://``.
 
-dataknobs-data has no conditional write, so :class:`DataknobsRecordStore`
+dataknobs-data has no conditional write, so `DataknobsRecordStore`
 makes one with an asyncio lock per key held around the compare and the write:
 correct among the writers of one process only, which its capabilities say.
-The backends :func:`~convtree.open_storage` opens over dataknobs-data
+The backends [`open_storage()`][convtree.open_storage] opens over dataknobs-data
 (``file``, ``sqlite``, ``postgres``, ``s3``) subclass it and replace the lock
 with the database's own atomic conditional write.
 """
@@ -55,7 +55,7 @@ class DataknobsRecordStore(RecordStore):
         db: A dataknobs-data ``AsyncDatabase``.
         name: The store's name in errors; derived from the database by default.
         filters: The database can filter nested fields (``meta.user_id``).
-        owns_db: Close ``db`` in :meth:`close`.
+        owns_db: Close ``db`` in `close()`.
     """
 
     capabilities = Capabilities(
@@ -91,7 +91,7 @@ class DataknobsRecordStore(RecordStore):
         return {name: record.get_value(name) for name in record.fields}
 
     async def write(self, key: str, record: Record, mode: PutMode = "overwrite") -> None:
-        """Overwrite with :meth:`_upsert`; a conditional write is a commit without segments."""
+        """Overwrite with `_upsert()`; a conditional write is a commit without segments."""
         check_mode(mode)
         if mode == "overwrite":
             await self._upsert(key, record)

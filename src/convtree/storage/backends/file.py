@@ -9,7 +9,7 @@ records, and a truncated file reads as an empty database (see
   over the record's file (atomic on POSIX), and the directory is fsynced;
 * a write touches only its own record's file, so processes writing different
   records never meet, and a reader sees the old or the new record, never half;
-* a file that cannot be parsed raises :class:`~convtree.DamagedRecordError`
+* a file that cannot be parsed raises `DamagedRecordError`
   naming it and what is wrong; it is never read as missing or empty.
 
 Record ids become file names injectively: ``A-Z a-z 0-9 _ -`` stay, every other
@@ -19,9 +19,9 @@ hash suffix. Temporary files start with ``.tmp-`` and are ignored (a crash
 can leave one: ``convtree check --repair`` removes them). Damaged files go to
 ``<dir>/quarantine/`` when ``convtree check --repair`` sets them aside.
 
-:class:`FileRecordStore` makes the conditional write of a head atomic across
+`FileRecordStore` makes the conditional write of a head atomic across
 processes: the compare (read the head file) and the write (rename over it)
-happen while holding a lock (:mod:`filelock`: ``flock`` on POSIX,
+happen while holding a lock (`filelock`: ``flock`` on POSIX,
 ``LockFileEx`` on Windows) on one of 64 lock files in ``<dir>/.locks/``
 (chosen by a hash of the key, so the lock files stay few however many
 conversations come and go). A killed writer's lock is released by the
@@ -307,7 +307,7 @@ class FileDatabase(AsyncDatabase):
 
 
 class FileRecordStore(DataknobsRecordStore):
-    """Records as files (a :class:`FileDatabase`); conditional writes under a file lock."""
+    """Records as files (a `FileDatabase`); conditional writes under a file lock."""
 
     capabilities = Capabilities(
         compare_and_set="rename under a file lock (processes on this host)",
@@ -457,7 +457,7 @@ class FileRecordStore(DataknobsRecordStore):
             files._delete_file(files._path(stale))
 
     def lock_path(self, key: str) -> Path:
-        """The lock file that serializes commits of ``key`` (one of :data:`LOCK_STRIPES`)."""
+        """The lock file that serializes commits of ``key`` (one of `LOCK_STRIPES`)."""
         stripe = int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) % LOCK_STRIPES
         return self._lock_dir / f"{stripe:02d}.lock"
 

@@ -53,7 +53,7 @@ class MemoryRecordStore(RecordStore):
         self.name = name
         self._records: dict[str, Record] = {}
         self.quarantined: dict[str, Any] = {}
-        """Records set aside by :meth:`quarantine`, by ``<key>@<UTC time>``."""
+        """Records set aside by `quarantine()`, by ``<key>@<UTC time>``."""
         # Only held around synchronous dict work, never across an await: it
         # matters only when several event loops (threads) share a named store.
         self._mutex = threading.Lock()

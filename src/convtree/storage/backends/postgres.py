@@ -10,14 +10,14 @@ conversation inside the server; no lock is held beside the write, so a killed
 connection loses only its own uncommitted transaction.
 
 A connection that breaks (``pg_terminate_backend``, a restarted server) raises
-:class:`~convtree.StorageUnavailableError` on every path (read, scan, delete,
+[`StorageUnavailableError`][convtree.StorageUnavailableError] on every path (read, scan, delete,
 save); the storage retries, and saving the same state again is safe either
 way. Sessions set ``lock_timeout`` (``?lock_timeout=`` seconds in the URL,
 default 30) and ``idle_in_transaction_session_timeout`` (60 s), so a stalled
 client cannot block a conversation forever.
 
 Reads and scans are convtree's own SQL: a row whose ``data`` is not a record
-raises :class:`~convtree.DamagedRecordError` for that row only. Rows set aside
+raises `DamagedRecordError` for that row only. Rows set aside
 by ``convtree check --repair`` stay in the table under the id
 ``quarantine/<key>/<UTC time>`` (no key contains ``/``).
 """

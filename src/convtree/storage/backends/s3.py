@@ -14,7 +14,7 @@ dataknobs-data opens a new S3 client on every call and its search reads one
 object at a time: here one client lives from open to close, and a scan reads
 32 heads at once, skipping segment keys (they contain ``~``). An object that
 is not a record (truncated, garbled, not UTF-8) raises
-:class:`~convtree.DamagedRecordError` naming it; ``convtree check --repair``
+`DamagedRecordError` naming it; ``convtree check --repair``
 moves such objects under ``<prefix>/quarantine/``.
 """
 

@@ -12,7 +12,7 @@ database file itself, so saving and deleting any number of conversations
 leaves the database and its ``-wal``/``-shm`` files, nothing else.
 
 Reads and scans are convtree's own SQL, so that a row whose ``data`` is not a
-record (truncated, garbled, not UTF-8) raises :class:`~convtree.DamagedRecordError`
+record (truncated, garbled, not UTF-8) raises `DamagedRecordError`
 for that row only. Rows set aside by ``convtree check --repair`` stay in the
 table under the id ``quarantine/<key>/<UTC time>`` (no key contains ``/``).
 Deleted rows are overwritten with zeros (``PRAGMA secure_delete``).
