@@ -22,16 +22,7 @@ PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
 
 nox.options.sessions = ["tests"]
 
-KNOWN_FAILURES = {
-    # Test code, not the library (reported with issue 11; delete each entry once fixed):
-    "3.10": [
-        # contextlib.suppress(TimeoutError) around asyncio.wait_for: on 3.10
-        # asyncio.TimeoutError is not the built-in TimeoutError (unified in 3.11).
-        "tests/test_faults.py::test_pg_terminate_backend_during_saves",
-        # The 1536-byte bound is 3.11's object layout; 3.10 measures ~1575 bytes per node.
-        "tests/test_defects.py::TestDefect11Memory::test_memory_per_node",
-    ],
-}
+KNOWN_FAILURES: dict[str, list[str]] = {}
 """Tests deselected on one Python, each with the reason; the session says which."""
 nox.options.error_on_missing_interpreters = True  # a Python that is not there fails, not skips
 

@@ -444,7 +444,7 @@ def test_pg_terminate_backend_during_saves(postgres_server: str, target: str) ->
             while not stop.is_set():
                 rows = await admin.fetch(query, *args)
                 terminated.append(sum(1 for row in rows if row[0]))
-                with contextlib.suppress(TimeoutError):
+                with contextlib.suppress(asyncio.TimeoutError):  # TimeoutError from 3.11
                     await asyncio.wait_for(stop.wait(), every)
         finally:
             await admin.close()

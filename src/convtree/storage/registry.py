@@ -111,7 +111,9 @@ class open_storage:
     ``postgresql://user:pass@host:port/db?table=...&schema=...``,
     ``dataknobs-memory://[name]``, or a scheme registered by another package.
     With no URL: ``$CONVTREE_STORE`` if set, else the embedded default,
-    ``sqlite:///~/.local/share/convtree/conversations.db``.
+    ``conversations.db`` in the platform's user data directory
+    (``convtree.storage.urls.default_store_path()``; ``~/.local/share/convtree/`` on
+    Linux unless ``$XDG_DATA_HOME`` is set).
 
     Use ``async with open_storage(url) as storage:`` (closed on exit), or
     ``storage = await open_storage(url)`` and ``await storage.close()``.

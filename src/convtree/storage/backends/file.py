@@ -54,7 +54,7 @@ from dataknobs_data.query_logic import ComplexQuery
 from ...errors import DamagedRecordError, StorageError
 from ..records import Capabilities, HeadItem, check_expected, damaged, decode_record, json_type
 from ..records import Record as Fields
-from ..urls import local_path, query
+from ..urls import local_path, path_url, query
 from .dataknobs import DataknobsRecordStore
 
 if TYPE_CHECKING:
@@ -131,7 +131,7 @@ class FileDatabase(AsyncDatabase):
     @property
     def name(self) -> str:
         """The store's name in errors."""
-        return f"file://{self.directory}"
+        return path_url("file", self.directory)
 
     def _read_fields(self, path: Path, record_id: str | None) -> tuple[str, Fields] | None:
         """The record id and fields in ``path``; ``None`` if there is no such file.

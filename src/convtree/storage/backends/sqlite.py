@@ -32,7 +32,7 @@ from dataknobs_data.backends.sqlite_async import AsyncSQLiteDatabase
 
 from ...errors import DamagedRecordError, PreconditionFailed, StorageError
 from ..records import Capabilities, HeadItem, Record, decode_record, refusal
-from ..urls import identifier, local_path, mask_url, query
+from ..urls import identifier, local_path, mask_url, path_url, query
 from .dataknobs import DataknobsRecordStore, connected
 
 if TYPE_CHECKING:
@@ -235,7 +235,7 @@ async def open_sqlite(url: str) -> DataknobsConversationStorage:
         raise StorageError(f"cannot create the directory of {path}: {exc}") from None
     db = AsyncSQLiteDatabase({"path": str(path), "table": table, "timeout": timeout})
     await connected(db, url)  # closes the connection (and its thread) if the open fails
-    store = SQLiteRecordStore(db, name=f"sqlite://{path}?table={table}", timeout=timeout)
+    store = SQLiteRecordStore(db, name=f"{path_url('sqlite', path)}?table={table}", timeout=timeout)
     try:
         async with store._connection:
             with store._errors():
