@@ -30,7 +30,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
-from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
 
@@ -46,6 +45,7 @@ from convtree import (
 from convtree.testing import append_and_save
 
 from .conftest import _postgres_url, fresh_store_url
+from .storage_media import admin_connect_args
 from .test_storage_damage import store_url
 
 WRITER_SCRIPT = Path(__file__).resolve().parent / "fault_writer.py"
@@ -377,22 +377,6 @@ GROUP BY pid
 }
 
 
-def _admin_connect_args(url: str) -> dict[str, object]:
-    """asyncpg.connect() keywords for the server in ``url`` (user, database, socket host)."""
-    parts = urlsplit(url)
-    query = parse_qs(parts.query)
-    args: dict[str, object] = {
-        "user": unquote(parts.username or "postgres"),
-        "database": unquote(parts.path.lstrip("/")) or "postgres",
-        "host": query["host"][0] if "host" in query else parts.hostname or "localhost",
-    }
-    if parts.password:
-        args["password"] = unquote(parts.password)
-    if parts.port:
-        args["port"] = parts.port
-    return args
-
-
 @pytest.mark.parametrize("target", list(TERMINATE))
 def test_pg_terminate_backend_during_saves(postgres_server: str, target: str) -> None:
     import asyncpg
@@ -437,7 +421,7 @@ def test_pg_terminate_backend_during_saves(postgres_server: str, target: str) ->
                 continue
 
     async def terminator(stop: asyncio.Event) -> None:
-        admin = await asyncpg.connect(**_admin_connect_args(url))
+        admin = await asyncpg.connect(**admin_connect_args(url))
         try:
             query, every = TERMINATE[target]
             args = [f"public.{table}"] if "$1" in query else []
