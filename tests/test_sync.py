@@ -111,3 +111,15 @@ def test_the_facade_works_inside_a_running_event_loop() -> None:
             return [s.conversation_id for s in storage.list_summaries()]
 
     assert asyncio.run(main()) == ["x"]
+
+
+def test_check_and_damaged_conversations_block_too(tmp_path: Path) -> None:
+    with open_sync(f"file://{tmp_path}/store") as storage:
+        state = ConversationState("c")
+        state.add_message("user", "hi")
+        storage.save_conversation(state)
+        (tmp_path / "store" / ".tmp-left-over").write_text("x")
+        assert storage.damaged_conversations() == []
+        report = storage.check()
+        assert report.leftovers
+        assert not storage.check(repair=True).damaged

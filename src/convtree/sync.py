@@ -111,6 +111,8 @@ class SyncStorage:
     list_summaries = _blocking(ConversationStorage.list_summaries)
     count_conversations = _blocking(ConversationStorage.count_conversations)
     list_conversations = _blocking(ConversationStorage.list_conversations)
+    damaged_conversations = _blocking(ConversationStorage.damaged_conversations)
+    check = _blocking(ConversationStorage.check)
 
     def close(self) -> None:
         """Close the storage and stop its thread; closing again does nothing."""

@@ -7,9 +7,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from ..errors import StorageError
 from ..state import ConversationState
+
+if TYPE_CHECKING:
+    from .check import CheckReport, DamagedRecord
 
 __all__ = ["ORDER_KEYS", "ConversationStorage", "ConversationSummary"]
 
@@ -151,6 +155,22 @@ class ConversationStorage(ABC):
             if state is not None:  # deleted meanwhile
                 states.append(state)
         return states
+
+    async def damaged_conversations(self) -> list[DamagedRecord]:
+        """The conversations whose head record cannot be read: what listings skip.
+
+        A storage that cannot tell raises `StorageError` (the default);
+        [`DataknobsConversationStorage`][convtree.DataknobsConversationStorage] can.
+        """
+        raise StorageError(f"{type(self).__name__} cannot list damaged conversations")
+
+    async def check(self, *, repair: bool = False, grace: float = 10.0) -> CheckReport:
+        """Read every record; report (and with ``repair``, fix) damaged and orphan records.
+
+        A storage that cannot raises `StorageError` (the default); see
+        [`DataknobsConversationStorage.check`][convtree.DataknobsConversationStorage.check].
+        """
+        raise StorageError(f"{type(self).__name__} cannot check its records")
 
     @abstractmethod
     async def close(self) -> None:
