@@ -231,7 +231,10 @@ def test_a_failed_sqlite_open_exits_with_the_error(tmp_path: Path) -> None:
     for url, expected in cases.items():
         done = _run_cli("demo", "--store", url)
         assert done.returncode == 1, (url, done.stdout, done.stderr)
-        assert done.stderr.startswith("convtree: error:"), done.stderr
+        # The error is the first thing said. (Before the failed open joined the
+        # threads it started, aiosqlite's worker could print "Event loop is
+        # closed" after it on 3.10; it does not matter whether that lands.)
+        assert "convtree: error:" in done.stderr.splitlines()[0], done.stderr
         assert expected in done.stderr, done.stderr
     assert not_a_db.read_bytes().startswith(b"these are my notes")  # left as it was
 

@@ -10,7 +10,9 @@ with the database's own atomic conditional write.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import threading
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -165,6 +167,7 @@ async def connected(db: Any, url: str) -> None:
     """Connect a dataknobs-data database, as a StorageError naming ``url`` if it fails."""
     from ..urls import mask_url, scrub
 
+    before = set(threading.enumerate())
     try:
         await db.connect()
     except BaseException as exc:
@@ -172,6 +175,12 @@ async def connected(db: Any, url: str) -> None:
         # the process from exiting; a pool would leak its connections).
         with contextlib.suppress(Exception):
             await db.close()
+        # Let the threads it started finish while this event loop still runs:
+        # aiosqlite's worker posts its last result to the loop, and after
+        # asyncio.run() has closed it that prints "Event loop is closed".
+        for thread in set(threading.enumerate()) - before:
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(thread.join, 2.0)
         if isinstance(exc, StorageError) or not isinstance(exc, Exception):
             raise
         raise StorageError(f"cannot open {mask_url(url)}: {scrub(str(exc), url)}") from None
