@@ -34,6 +34,7 @@ import json
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any, Literal, NamedTuple
 
 from ..errors import DamagedRecordError, PreconditionFailed, StorageError
@@ -49,8 +50,11 @@ __all__ = [
     "damaged",
     "decode_record",
     "expected_revision",
+    "head_item",
     "json_type",
     "mode_expecting",
+    "quarantine_id",
+    "read_or_damage",
     "refusal",
 ]
 
@@ -166,7 +170,7 @@ class RecordStore(ABC):
         for start in range(0, len(keys), 32):
             batch = keys[start : start + 32]
             for key, got in zip(
-                batch, await asyncio.gather(*(_read_or_damage(self, k) for k in batch)), strict=True
+                batch, await asyncio.gather(*(read_or_damage(self, k) for k in batch)), strict=True
             ):
                 if got is not None:  # None: deleted since the listing
                     yield key, got
@@ -244,11 +248,25 @@ class RecordStore(ABC):
         """Release connections; the store cannot be used afterwards."""
 
 
-async def _read_or_damage(store: RecordStore, key: str) -> Record | DamagedRecordError | None:
+async def read_or_damage(store: RecordStore, key: str) -> Record | DamagedRecordError | None:
+    """``store.read(key)``, with a record that cannot be read returned as its error."""
     try:
         return await store.read(key)
     except DamagedRecordError as exc:
         return exc
+
+
+def head_item(raw: bytes | str | Any, *, store: str, key: str) -> HeadItem:
+    """What `scan_heads` yields for stored text: ``(key, record)``, or ``(key, error)``."""
+    try:
+        return key, decode_record(raw, store=store, key=key)
+    except DamagedRecordError as exc:
+        return key, exc
+
+
+def quarantine_id(key: str) -> str:
+    """The id a record is set aside under in a table (no listing or key scan sees it)."""
+    return f"quarantine/{key}/{datetime.now(timezone.utc).isoformat()}"
 
 
 def check_mode(mode: object) -> PutMode:

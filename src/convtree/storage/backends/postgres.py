@@ -28,15 +28,22 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 from dataknobs_data.backends.postgres import AsyncPostgresDatabase
 from dataknobs_data.backends.sql_base import SQLQueryBuilder
 
-from ...errors import DamagedRecordError, StorageError, StorageUnavailableError
-from ..records import Capabilities, HeadItem, Record, decode_record, refusal
+from ...errors import StorageError, StorageUnavailableError
+from ..records import (
+    Capabilities,
+    HeadItem,
+    Record,
+    decode_record,
+    head_item,
+    quarantine_id,
+    refusal,
+)
 from ..urls import identifier, mask_url, query
 from .dataknobs import DataknobsRecordStore, connected
 
@@ -205,13 +212,10 @@ class PostgresRecordStore(DataknobsRecordStore):
         with _connection_errors(self.name):
             rows = await self._pool().fetch(" ".join(sql), *params)
         for key, data in rows:
-            try:
-                yield key, decode_record(data, store=self.name, key=key)
-            except DamagedRecordError as exc:
-                yield key, exc
+            yield head_item(data, store=self.name, key=key)
 
     async def quarantine(self, key: str) -> str:
-        aside = f"quarantine/{key}/{datetime.now(timezone.utc).isoformat()}"
+        aside = quarantine_id(key)
         with _connection_errors(self.name):
             status = await self._pool().execute(
                 f"UPDATE {self.table} SET id = $2, updated_at = now() WHERE id = $1", key, aside

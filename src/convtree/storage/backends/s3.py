@@ -47,6 +47,7 @@ from ..records import (
     damaged,
     decode_record,
     json_type,
+    read_or_damage,
 )
 from ..urls import query
 from .dataknobs import DataknobsRecordStore, connected
@@ -265,10 +266,7 @@ class S3RecordStore(DataknobsRecordStore):
 
         async def get(key: str) -> Record | DamagedRecordError | None:
             async with slots:
-                try:
-                    return await self.read(key)  # None: deleted since the listing
-                except DamagedRecordError as exc:
-                    return exc
+                return await read_or_damage(self, key)  # None: deleted since the listing
 
         for start in range(0, len(keys), 1024):
             batch = keys[start : start + 1024]

@@ -25,13 +25,20 @@ import json
 import sqlite3
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from dataknobs_data.backends.sqlite_async import AsyncSQLiteDatabase
 
-from ...errors import DamagedRecordError, PreconditionFailed, StorageError
-from ..records import Capabilities, HeadItem, Record, decode_record, refusal
+from ...errors import PreconditionFailed, StorageError
+from ..records import (
+    Capabilities,
+    HeadItem,
+    Record,
+    decode_record,
+    head_item,
+    quarantine_id,
+    refusal,
+)
 from ..urls import identifier, local_path, mask_url, path_url, query
 from .dataknobs import DataknobsRecordStore, connected
 
@@ -132,13 +139,10 @@ class SQLiteRecordStore(DataknobsRecordStore):
             )
             params += ["$.meta." + ".".join(path), value]
         for key, data in await self._fetch(" ".join(sql), params):
-            try:
-                yield key, decode_record(data, store=self.name, key=key)
-            except DamagedRecordError as exc:
-                yield key, exc
+            yield head_item(data, store=self.name, key=key)
 
     async def quarantine(self, key: str) -> str:
-        aside = f"quarantine/{key}/{datetime.now(timezone.utc).isoformat()}"
+        aside = quarantine_id(key)
         changed = await self._change(
             f"UPDATE {self.table} SET id = ?, updated_at = CURRENT_TIMESTAMP WHERE id = ?",
             [aside, key],
