@@ -291,7 +291,7 @@ def parse_document(doc: Mapping[str, Any]) -> ParsedDocument:
 
     # The conversation id and metadata become keys and native values in stores.
     valid_text(model.conversation_id, "conversation_id")
-    metadata: dict[str, Any] = copy_json(model.metadata, "metadata", unicode=True)
+    doc_metadata: dict[str, Any] = copy_json(model.metadata, "metadata", unicode=True)
     if model.__pydantic_extra__:
         _check_values(model.__pydantic_extra__, "")
 
@@ -302,7 +302,7 @@ def parse_document(doc: Mapping[str, Any]) -> ParsedDocument:
         children=children,
         root_id=root_id,
         current_node_id=model.current_node_id,
-        metadata=metadata,
+        metadata=doc_metadata,
         created_at=model.created_at,
         updated_at=model.updated_at,
         extra=model.__pydantic_extra__ or None,
