@@ -31,6 +31,7 @@ import pytest
 from convtree import ConversationState, ConvtreeError, open_storage
 from convtree.errors import DamagedRecordError, DamagedRecordWarning
 from convtree.storage.layout import record_id
+from convtree.storage.query import HeadQuery
 
 from .conftest import fresh_store_url
 from .storage_media import Medium
@@ -286,6 +287,10 @@ def test_damaged_records_never_take_the_store_down(
         healthy = _conversation("healthy")
         await storage.save_conversation(healthy)
         targets: dict[str, str] = {}  # conversation id -> key of the damaged record
+        # Stores that list through SQL indexes see a damaged head only if it still has
+        # a sort time: they list (skipping it, with a warning) and count those; the
+        # others are found by damaged_conversations() and check().
+        sortable: set[str] = set()
         for i, mode in enumerate(modes):
             for suffix in ("del", "ovr"):
                 cid = f"m{i:02d}-{suffix}"
@@ -307,6 +312,12 @@ def test_damaged_records_never_take_the_store_down(
             if m.target == "head"
             for s in ("del", "ovr")
         }
+        if storage.records.capabilities.query:
+            # The store's SQL sees a damaged head if it still has a sort time (SQLite's
+            # JSON functions also read text that is not UTF-8).
+            keys = {h.key for h in await storage.records.query_heads(HeadQuery())}
+            sortable.update(c for c in head_damaged if record_id(c) in keys)
+            assert sortable, "damaged heads that keep their times are listed (and skipped)"
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             rows = await guarded("list_summaries", storage.list_summaries(limit=None))
@@ -323,7 +334,7 @@ def test_damaged_records_never_take_the_store_down(
 
         listed = {r.conversation_id for r in rows} if isinstance(rows, list) else set()
         expected_listed = {"healthy"} | (set(targets) - head_damaged)
-        if listed != expected_listed or count != len(expected_listed):
+        if listed != expected_listed or count != len(expected_listed) + len(sortable):
             missing = sorted(expected_listed - listed)[:5]
             extra = sorted(listed - expected_listed)[:5]
             failures.append(
@@ -345,7 +356,10 @@ def test_damaged_records_never_take_the_store_down(
             for suffix in ("del", "ovr"):
                 cid = f"m{i:02d}-{suffix}"
                 key = targets[cid]
-                if mode.target == "head" and not (cid in warned and cid in reported_ids):
+                listing_sees = not storage.records.capabilities.query or cid in sortable
+                if mode.target == "head" and not (
+                    (cid in warned or not listing_sees) and cid in reported_ids
+                ):
                     failures.append(f"[{mode.name}] {cid}: not reported by the listing")
                     ok = False
                 if cid not in checked_ids:

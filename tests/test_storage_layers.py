@@ -237,11 +237,13 @@ class _FlakyCommits(MemoryRecordStore):
         self.break_after_commit = 0
         self.break_before_commit = 0
 
-    async def commit(self, key, head, *, expect, segments, obsolete=()):  # type: ignore[no-untyped-def]
+    async def commit(self, key, head, *, expect, segments, obsolete=(), texts=None):  # type: ignore[no-untyped-def]
         if self.break_before_commit:
             self.break_before_commit -= 1
             raise StorageUnavailableError("connection refused")
-        await super().commit(key, head, expect=expect, segments=segments, obsolete=obsolete)
+        await super().commit(
+            key, head, expect=expect, segments=segments, obsolete=obsolete, texts=texts
+        )
         if self.break_after_commit:
             self.break_after_commit -= 1
             raise StorageUnavailableError("connection reset after the commit")

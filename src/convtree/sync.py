@@ -61,7 +61,7 @@ class SyncStorage:
     """The methods of [`ConversationStorage`][convtree.ConversationStorage], blocking.
 
     ``save_conversation``, ``load_conversation``, ``delete_conversation``,
-    ``exists``, ``list_summaries``, ``count_conversations`` and
+    ``exists``, ``list_summaries``, ``list_page``, ``count_conversations`` and
     ``list_conversations`` take the async methods' parameters and return their
     results. After `close()` every method raises
     [`StorageError`][convtree.StorageError].
@@ -110,6 +110,7 @@ class SyncStorage:
     exists = _blocking(ConversationStorage.exists)
     list_summaries = _blocking(ConversationStorage.list_summaries)
     count_conversations = _blocking(ConversationStorage.count_conversations)
+    list_page = _blocking(ConversationStorage.list_page)
     list_conversations = _blocking(ConversationStorage.list_conversations)
     damaged_conversations = _blocking(ConversationStorage.damaged_conversations)
     check = _blocking(ConversationStorage.check)

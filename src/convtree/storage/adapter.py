@@ -17,7 +17,8 @@ import asyncio
 import random
 import sys
 import warnings
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -27,14 +28,13 @@ from ..errors import (
     ConflictError,
     DamagedRecordError,
     DamagedRecordWarning,
-    FilterError,
     PreconditionFailed,
     StorageError,
     StorageUnavailableError,
 )
 from ..state import ConversationState
 from ._locks import KeyLocks
-from .base import ORDER_KEYS, ConversationStorage, ConversationSummary
+from .base import ConversationStorage, ConversationSummary
 from .filters import MetadataFilter, check_page
 from .layout import (
     MAX_RECORD_ID_LENGTH,
@@ -42,10 +42,22 @@ from .layout import (
     Head,
     as_damaged,
     damaged_error,
+    fold,
     parse_head,
+    parse_segment,
     plan_save,
     record_id,
     state_from_records,
+)
+from .query import (
+    HeadQuery,
+    decode_cursor,
+    fold_text,
+    message_search_text,
+    order_spec,
+    search_term,
+    text_changes,
+    utc_text,
 )
 from .records import Record, RecordStore
 
@@ -63,6 +75,8 @@ _UNAVAILABLE_ATTEMPTS = 4
 _MISSING_READS = 3  # a segment missing while its head stays at one revision: damaged
 _PACKAGE = str(Path(__file__).resolve().parent.parent)
 _SAVE_ATTEMPTS = 1000  # each failed attempt means another writer's save succeeded
+_SEARCH_INDEX = "search_index"
+_SEARCH_INDEX_VERSION = "1"  # texts of every message, case-folded
 
 
 class DataknobsConversationStorage(ConversationStorage):
@@ -158,9 +172,11 @@ class DataknobsConversationStorage(ConversationStorage):
         self,
         filter_metadata: Mapping[str, Any] | None = None,
         *,
+        search: str | None = None,
         order_by: str = "-updated_at",
         limit: int | None = 100,
         offset: int = 0,
+        after: str | None = None,
         created_after: datetime | None = None,
         created_before: datetime | None = None,
         updated_after: datetime | None = None,
@@ -168,45 +184,50 @@ class DataknobsConversationStorage(ConversationStorage):
     ) -> list[ConversationSummary]:
         """Summaries of the matching conversations, sorted and paged, no trees loaded.
 
-        A conversation whose head record cannot be read is skipped with a
-        `DamagedRecordWarning` naming it (see
-        `damaged_conversations()`).
+        On SQLite and PostgreSQL the filter, search, order and page run in SQL
+        through convtree's indexes (docs/storage.md says which query runs
+        where); elsewhere the heads are scanned. The rows are the same on every
+        backend. A conversation whose head record cannot be read is skipped with
+        a `DamagedRecordWarning` naming it (see `damaged_conversations()`).
         """
         self._check_open()
-        flt = MetadataFilter(
+        flt, query = _listing(
             filter_metadata,
+            search,
+            order_by,
             created_after=created_after,
             created_before=created_before,
             updated_after=updated_after,
             updated_before=updated_before,
         )
         limit, offset = check_page(limit, offset)
-        key, descending = _order(order_by)
-        rows = await self._reading("listing", lambda: self._select(flt, "list_summaries"))
-        rows.sort(key=lambda s: s.conversation_id)  # ties by id
-        rows.sort(key=lambda s: getattr(s, key), reverse=descending)
-        return rows[offset:] if limit is None else rows[offset : offset + limit]
+        if after is not None:
+            query = replace(query, after=decode_cursor(after, order_by))
+        query = replace(query, limit=limit, offset=offset)
+        return await self._reading("listing", lambda: self._list(flt, query))
 
     async def count_conversations(
         self,
         filter_metadata: Mapping[str, Any] | None = None,
         *,
+        search: str | None = None,
         created_after: datetime | None = None,
         created_before: datetime | None = None,
         updated_after: datetime | None = None,
         updated_before: datetime | None = None,
     ) -> int:
-        """How many conversations match; damaged ones are skipped with a warning."""
+        """How many conversations match; damaged ones are skipped (with a warning when read)."""
         self._check_open()
-        flt = MetadataFilter(
+        flt, query = _listing(
             filter_metadata,
+            search,
+            "-updated_at",
             created_after=created_after,
             created_before=created_before,
             updated_after=updated_after,
             updated_before=updated_before,
         )
-        rows = await self._reading("counting", lambda: self._select(flt, "count_conversations"))
-        return len(rows)
+        return await self._reading("counting", lambda: self._count(flt, query))
 
     async def damaged_conversations(self) -> list[DamagedRecord]:
         """The conversations whose head record cannot be read: what listings skip.
@@ -259,6 +280,45 @@ class DataknobsConversationStorage(ConversationStorage):
             lambda: check_store(self, repair=repair, grace=grace),
             "what was repaired stays repaired",
         )
+
+    async def build_search_index(self) -> int:
+        """Index the stored conversations for ``search=``, unless the index is complete.
+
+        Stores that run queries in SQL keep a search index that every save
+        updates in its transaction. A store written before convtree kept one
+        (or whose indexing was interrupted) is indexed here, one conversation
+        per transaction, each only if no save moved it on meanwhile; opening
+        the store calls this. Safe to run again, and alongside writers.
+
+        Returns:
+            How many conversations were indexed (0 when the index was complete).
+        """
+        self._check_open()
+        records = self.records
+        if not records.capabilities.query:
+            return 0
+        if await records.get_setting(_SEARCH_INDEX) == _SEARCH_INDEX_VERSION:
+            return 0
+        keys = sorted([key async for key in records.scan_keys() if "~" not in key])
+        done = 0
+        for key in keys:
+            for attempt in range(_LOAD_ATTEMPTS):
+                try:
+                    head = await self._head(key, key)
+                    state = None if head is None else await self._load(head)
+                except DamagedRecordError:
+                    break  # indexed when it is repaired or replaced (a full save)
+                if head is None:
+                    break
+                if state is not None:
+                    nodes = [node.to_dict() for node in state.nodes()]
+                    texts = text_changes(nodes, (), full=True)
+                    if await records.replace_texts(key, head.revision.number, texts):
+                        done += 1
+                        break
+                await _backoff(attempt)
+        await records.put_setting(_SEARCH_INDEX, _SEARCH_INDEX_VERSION)
+        return done
 
     # ------------------------------------------------------------------ writing
 
@@ -354,9 +414,17 @@ class DataknobsConversationStorage(ConversationStorage):
             await self._vanished(head, missing)
             return False  # another writer merged them away: it saved first
         new_head, segments, revision = plan.records(state, self.name, absorbed)
+        texts = None
+        if self.records.capabilities.query:
+            texts = text_changes(changes.nodes, changes.removed, full=changes.full)
         try:
             await self.records.commit(
-                key, new_head, expect=plan.expect, segments=segments, obsolete=plan.obsolete
+                key,
+                new_head,
+                expect=plan.expect,
+                segments=segments,
+                obsolete=plan.obsolete,
+                texts=texts,
             )
         except PreconditionFailed:
             return False
@@ -493,9 +561,77 @@ class DataknobsConversationStorage(ConversationStorage):
         for segment_key in sorted(keys):
             await self.records.delete(segment_key)
 
-    async def _select(self, flt: MetadataFilter, what: str) -> list[ConversationSummary]:
+    async def _list(self, flt: MetadataFilter, query: HeadQuery) -> list[ConversationSummary]:
+        records = self.records
+        if not records.capabilities.query:
+            return await self._scan(flt, query, "list_summaries")
+        pushed = [c for c in flt.conditions if records.pushable(c)]
+        damaged: list[DamagedRecordError] = []
+        if len(pushed) == len(flt.conditions):  # SQL does everything
+            out = [
+                row
+                for head in await records.query_heads(query)
+                if (row := self._row(head.key, head.item, damaged)) is not None
+            ]
+        else:  # SQL narrows and orders; the rest is checked here, batch by batch
+            out = []
+            need = None if query.limit is None else query.offset + query.limit
+            async for row in self._narrowed(flt, query.narrowed(pushed), damaged):
+                out.append(row)
+                if need is not None and len(out) >= need:
+                    break
+            out = out[query.offset :]
+        if damaged:
+            self._warn_damaged("list_summaries", damaged)
+        return out
+
+    async def _count(self, flt: MetadataFilter, query: HeadQuery) -> int:
+        records = self.records
+        if not records.capabilities.query:
+            return len(await self._scan(flt, query, "count_conversations"))
+        pushed = [c for c in flt.conditions if records.pushable(c)]
+        if len(pushed) == len(flt.conditions):
+            return await records.count_heads(query)
+        damaged: list[DamagedRecordError] = []
+        count = 0
+        async for _ in self._narrowed(flt, query.narrowed(pushed), damaged):
+            count += 1
+        if damaged:
+            self._warn_damaged("count_conversations", damaged)
+        return count
+
+    async def _narrowed(
+        self, flt: MetadataFilter, query: HeadQuery, damaged: list[DamagedRecordError]
+    ) -> AsyncIterator[ConversationSummary]:
+        """The rows of ``query`` (pushable conditions only) that pass every condition, in
+        order: read in keyset batches, so a page stops reading once it is full."""
+        batch = 256
+        while True:
+            heads = await self.records.query_heads(replace(query, limit=batch))
+            for head in heads:
+                row = self._row(head.key, head.item, damaged)
+                if row is not None and flt.matches(row.metadata, row.created_at, row.updated_at):
+                    yield row
+            if len(heads) < batch:
+                return
+            query = replace(query, after=(heads[-1].sort, heads[-1].key))
+            batch = min(batch * 2, 4096)
+
+    def _row(
+        self, key: str, item: Record | DamagedRecordError, damaged: list[DamagedRecordError]
+    ) -> ConversationSummary | None:
+        try:
+            return self._parse_item(key, item).summary_row()
+        except DamagedRecordError as exc:
+            damaged.append(exc)
+            return None
+
+    async def _scan(
+        self, flt: MetadataFilter, query: HeadQuery, what: str
+    ) -> list[ConversationSummary]:
+        """A listing by reading every head (stores without ``capabilities.query``)."""
         where = flt.pushdown() if self.records.capabilities.filters else []
-        out = []
+        found: list[tuple[tuple[str, str], Head]] = []
         damaged: list[DamagedRecordError] = []
         async for key, item in self.records.scan_heads(where):
             try:
@@ -503,12 +639,48 @@ class DataknobsConversationStorage(ConversationStorage):
             except DamagedRecordError as exc:
                 damaged.append(exc)
                 continue
-            row = head.summary_row()
-            if flt.matches(row.metadata, row.created_at, row.updated_at):
-                out.append(row)
+            if flt.matches(head.document["metadata"], head.created_at, head.updated_at):
+                found.append((_sort_key(head, query.order), head))
         if damaged:
             self._warn_damaged(what, damaged)
-        return out
+        found.sort(key=lambda pair: pair[0], reverse=query.descending)
+        if query.after is not None:
+            after = query.after
+            found = [
+                pair for pair in found if (pair[0] < after if query.descending else pair[0] > after)
+            ]
+        rows: list[ConversationSummary] = []
+        need = None if query.limit is None else query.offset + query.limit
+        for _, head in found:
+            if need is not None and len(rows) >= need:
+                break
+            if query.search is not None and not await self._holds(head, query.search):
+                continue
+            rows.append(head.summary_row())
+        return rows[query.offset :]
+
+    async def _holds(self, head: Head, term: str) -> bool:
+        """Whether a message of the conversation at ``head``, on any branch, holds ``term``."""
+        records = await self._read_segments(head.conversation_id, [k for k, _ in head.segments])
+        if any(record is None for record in records):
+            state = await self.load_conversation(head.conversation_id)  # merged meanwhile
+            if state is None:
+                return False
+            return any(
+                term in fold_text(node.message.text)
+                for node in state.nodes()
+                if node.has_message and node.message is not None
+            )
+        segments = [
+            parse_segment(record, self.name, head.conversation_id, key, head=head)
+            for (key, _), record in zip(head.segments, records, strict=True)
+        ]
+        folded = fold(segments, drop_tombstones=True)
+        for node in folded["nodes"]:
+            text = message_search_text(node)
+            if text is not None and term in text:
+                return True
+        return False
 
     def _warn_damaged(self, what: str, damaged: list[DamagedRecordError]) -> None:
         damaged.sort(key=lambda e: (e.conversation_id or "", e.key or ""))
@@ -534,15 +706,30 @@ async def _backoff(attempt: int) -> None:
     await asyncio.sleep(min(0.001 * 2 ** min(attempt, 6), 0.05) * random.random())
 
 
-def _order(order_by: object) -> tuple[str, bool]:
-    if not isinstance(order_by, str):
-        raise FilterError(f"order_by must be a string, got {order_by!r}")
-    key = order_by.removeprefix("-")
-    if key not in ORDER_KEYS:
-        raise FilterError(
-            f"cannot order by {order_by!r}; use one of {list(ORDER_KEYS)}, '-' first for descending"
-        )
-    return key, order_by.startswith("-")
+def _listing(
+    filter_metadata: Mapping[str, Any] | None,
+    search: object,
+    order_by: object,
+    **bounds: datetime | None,
+) -> tuple[MetadataFilter, HeadQuery]:
+    """The validated filter and the query of a listing's arguments."""
+    flt = MetadataFilter(filter_metadata, **bounds)
+    order, descending = order_spec(order_by)
+    query = HeadQuery(
+        conditions=tuple(flt.conditions),
+        bounds=tuple(flt.bounds),
+        search=search_term(search),
+        order=order,
+        descending=descending,
+    )
+    return flt, query
+
+
+def _sort_key(head: Head, order: str) -> tuple[str, str]:
+    """A head's place in a listing: its sort text, then its storage key."""
+    if order == "conversation_id":
+        return head.key, head.key
+    return utc_text(head.updated_at if order == "updated_at" else head.created_at), head.key
 
 
 def _caller_stacklevel() -> int:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import TracebackType
@@ -15,7 +15,7 @@ from ..state import ConversationState
 if TYPE_CHECKING:
     from .check import CheckReport, DamagedRecord
 
-__all__ = ["ORDER_KEYS", "ConversationStorage", "ConversationSummary"]
+__all__ = ["ORDER_KEYS", "ConversationPage", "ConversationStorage", "ConversationSummary"]
 
 ORDER_KEYS = ("updated_at", "created_at", "conversation_id")
 """Keys ``list_summaries`` sorts by; prefix ``-`` for descending."""
@@ -52,6 +52,30 @@ class ConversationSummary:
     last_message: str | None
     last_role: str | None
     revision: int
+
+
+@dataclass(frozen=True)
+class ConversationPage:
+    """One page of a conversation list, for list UIs.
+
+    Iterating a page iterates its rows. Pass `next_cursor` as ``after=`` to
+    get the next page; it is ``None`` on the last page.
+
+    Attributes:
+        rows: The summaries on this page.
+        next_cursor: Where the next page starts, or ``None`` when this is the last.
+        total: How many conversations match in all (when asked with ``total=True``).
+    """
+
+    rows: list[ConversationSummary]
+    next_cursor: str | None
+    total: int | None = None
+
+    def __iter__(self) -> Iterator[ConversationSummary]:
+        return iter(self.rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
 
 
 class ConversationStorage(ABC):
@@ -100,9 +124,11 @@ class ConversationStorage(ABC):
         self,
         filter_metadata: Mapping[str, Any] | None = None,
         *,
+        search: str | None = None,
         order_by: str = "-updated_at",
         limit: int | None = 100,
         offset: int = 0,
+        after: str | None = None,
         created_after: datetime | None = None,
         created_before: datetime | None = None,
         updated_after: datetime | None = None,
@@ -110,7 +136,11 @@ class ConversationStorage(ABC):
     ) -> list[ConversationSummary]:
         """Summaries of the matching conversations, sorted and paged, no trees loaded.
 
-        A conversation whose head record cannot be read is skipped, with a
+        ``search`` keeps conversations with a message, on any branch, whose text
+        holds it (case-insensitively). ``after`` is a cursor from
+        `list_page()` (keyset paging: page 1,000 costs what page 1
+        does); ``offset`` skips rows. Ties sort by storage key. A conversation
+        whose head record cannot be read is skipped, with a
         `DamagedRecordWarning` naming it.
         """
 
@@ -119,12 +149,84 @@ class ConversationStorage(ABC):
         self,
         filter_metadata: Mapping[str, Any] | None = None,
         *,
+        search: str | None = None,
         created_after: datetime | None = None,
         created_before: datetime | None = None,
         updated_after: datetime | None = None,
         updated_before: datetime | None = None,
     ) -> int:
-        """How many conversations match."""
+        """How many conversations match (the filters and ``search`` of `list_summaries()`)."""
+
+    async def list_page(
+        self,
+        filter_metadata: Mapping[str, Any] | None = None,
+        *,
+        search: str | None = None,
+        order_by: str = "-updated_at",
+        limit: int = 50,
+        after: str | None = None,
+        total: bool = False,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        updated_after: datetime | None = None,
+        updated_before: datetime | None = None,
+    ) -> ConversationPage:
+        """One page of summaries and the cursor of the next: what a list UI shows.
+
+        Example:
+            ```python
+            page = await storage.list_page({"user_id": "alice"}, limit=20, total=True)
+            while page.next_cursor:
+                page = await storage.list_page({"user_id": "alice"}, after=page.next_cursor)
+            ```
+
+        Args:
+            filter_metadata: As for `list_summaries()`.
+            search: As for `list_summaries()`.
+            order_by: As for `list_summaries()`; a cursor belongs to one order.
+            limit: Rows per page (>= 1).
+            after: ``next_cursor`` of the previous page; ``None`` for the first.
+            total: Also count every matching conversation (one more query).
+
+        Raises:
+            FilterError: a bad filter, limit or cursor.
+        """
+        from ..errors import FilterError
+        from .layout import record_id
+        from .query import encode_cursor, order_spec, utc_text
+
+        if type(limit) is not int or limit < 1:
+            raise FilterError(f"limit of a page must be an int >= 1, got {limit!r}")
+        order, _ = order_spec(order_by)
+        rows = await self.list_summaries(
+            filter_metadata,
+            search=search,
+            order_by=order_by,
+            limit=limit + 1,
+            after=after,
+            created_after=created_after,
+            created_before=created_before,
+            updated_after=updated_after,
+            updated_before=updated_before,
+        )
+        cursor = None
+        if len(rows) > limit:
+            rows = rows[:limit]
+            last = rows[-1]
+            key = record_id(last.conversation_id)
+            sort = key if order == "conversation_id" else utc_text(getattr(last, order))
+            cursor = encode_cursor(order_by, sort, key)
+        count = None
+        if total:
+            count = await self.count_conversations(
+                filter_metadata,
+                search=search,
+                created_after=created_after,
+                created_before=created_before,
+                updated_after=updated_after,
+                updated_before=updated_before,
+            )
+        return ConversationPage(rows, cursor, count)
 
     async def list_conversations(
         self,

@@ -38,6 +38,8 @@ from datetime import datetime, timezone
 from typing import Any, Literal, NamedTuple
 
 from ..errors import DamagedRecordError, PreconditionFailed, StorageError
+from .filters import Condition
+from .query import HeadQuery, SortedHead, TextChanges
 
 __all__ = [
     "Capabilities",
@@ -99,6 +101,11 @@ class Capabilities:
             hosts, for a server); ``False`` means one process only.
         quarantine: `quarantine()` sets a record's stored
             bytes aside (``convtree check --repair`` needs it to repair damage).
+        query: `query_heads()` and `count_heads()` run
+            listings in the store (filter, search, order, keyset, page, count),
+            and `commit()` keeps its search index.
+        search: How ``search=`` runs, for the docs and ``repr`` (e.g. "FTS5
+            trigram index", or "scan": every candidate conversation is read).
     """
 
     compare_and_set: str = "atomic conditional write"
@@ -106,6 +113,8 @@ class Capabilities:
     filters: bool = False
     cross_process: bool = True
     quarantine: bool = False
+    query: bool = False
+    search: str = "scan: reads every candidate conversation"
 
 
 class RecordStore(ABC):
@@ -175,6 +184,42 @@ class RecordStore(ABC):
                 if got is not None:  # None: deleted since the listing
                     yield key, got
 
+    def pushable(self, condition: Condition) -> bool:
+        """Whether `query_heads()` runs ``condition`` exactly as
+        [`Condition.matches`][convtree.storage.filters.Condition.matches] decides it.
+
+        Only for stores declaring ``capabilities.query`` (the default: none).
+        """
+        return False
+
+    async def query_heads(self, query: HeadQuery) -> list[SortedHead]:
+        """The heads a listing selects, in its order, paged (``capabilities.query``).
+
+        Runs the query's date bounds, search, order (sort text, then key),
+        ``after``, ``offset`` and ``limit``, and those of its conditions that
+        `pushable()` accepts (the others are the caller's). A head whose record
+        cannot be read comes as its `DamagedRecordError`; one without a sort
+        value is not listed.
+        """
+        raise StorageError(f"{self.name} cannot run queries; list by scanning")
+
+    async def count_heads(self, query: HeadQuery) -> int:
+        """How many heads `query_heads()` would return unpaged (``capabilities.query``)."""
+        raise StorageError(f"{self.name} cannot run queries; count by scanning")
+
+    async def get_setting(self, name: str) -> str | None:
+        """A value of the store's own settings (``capabilities.query`` stores)."""
+        raise StorageError(f"{self.name} keeps no settings")
+
+    async def put_setting(self, name: str, value: str) -> None:
+        """Set a value of the store's own settings (``capabilities.query`` stores)."""
+        raise StorageError(f"{self.name} keeps no settings")
+
+    async def replace_texts(self, key: str, revision: int, texts: TextChanges) -> bool:
+        """Set a conversation's search texts if its head is still at ``revision``
+        (``capabilities.query`` stores); ``False`` if it moved on."""
+        raise StorageError(f"{self.name} keeps no search index")
+
     async def read_many(self, keys: Sequence[str]) -> list[Record | None]:
         """Several records at once (the default reads them concurrently)."""
         return list(await asyncio.gather(*(self.read(key) for key in keys)))
@@ -187,6 +232,7 @@ class RecordStore(ABC):
         expect: int | None,
         segments: Mapping[str, Record],
         obsolete: Sequence[str] = (),
+        texts: TextChanges | None = None,
     ) -> None:
         """A save: write ``segments``, then ``head`` if the stored head is at ``expect``.
 
@@ -194,7 +240,9 @@ class RecordStore(ABC):
         must be no head). Segment keys are new and unique, so a refused commit
         leaves at most unreferenced segments, which it deletes. ``obsolete``
         records (segments the new head no longer lists) are deleted after the
-        head is written.
+        head is written. ``texts`` are the save's search-index changes, which
+        stores declaring ``capabilities.query`` apply in the same transaction
+        (others ignore them: they search by reading).
 
         The default uses `write()`; stores with transactions override it to
         do everything at once.

@@ -20,6 +20,7 @@ from weakref import WeakKeyDictionary
 
 from ...errors import StorageError
 from .._locks import KeyLocks
+from ..query import TextChanges
 from ..records import (
     Capabilities,
     HeadItem,
@@ -108,6 +109,7 @@ class DataknobsRecordStore(RecordStore):
         expect: int | None,
         segments: Mapping[str, Record],
         obsolete: Sequence[str] = (),
+        texts: TextChanges | None = None,
     ) -> None:
         """Compare and write under an in-process lock per key (dataknobs-data has no
         conditional write); subclasses replace it with the database's own."""

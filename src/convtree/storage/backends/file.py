@@ -52,6 +52,7 @@ from dataknobs_data.database_utils import process_search_results
 from dataknobs_data.query_logic import ComplexQuery
 
 from ...errors import DamagedRecordError, StorageError
+from ..query import TextChanges
 from ..records import Capabilities, HeadItem, check_expected, damaged, decode_record, json_type
 from ..records import Record as Fields
 from ..urls import local_path, path_url, query
@@ -431,6 +432,7 @@ class FileRecordStore(DataknobsRecordStore):
         expect: int | None,
         segments: Mapping[str, Fields],
         obsolete: Sequence[str] = (),
+        texts: TextChanges | None = None,
     ) -> None:
         lock = await self._lock(key)
         try:

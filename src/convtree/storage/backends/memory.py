@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 from ...errors import StorageError
 from ..adapter import DataknobsConversationStorage
+from ..query import TextChanges
 from ..records import (
     Capabilities,
     HeadItem,
@@ -113,6 +114,7 @@ class MemoryRecordStore(RecordStore):
         expect: int | None,
         segments: Mapping[str, Record],
         obsolete: Sequence[str] = (),
+        texts: TextChanges | None = None,
     ) -> None:
         with self._mutex:
             self._check(key, expect)

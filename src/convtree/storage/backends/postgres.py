@@ -28,6 +28,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
@@ -35,6 +36,8 @@ from dataknobs_data.backends.postgres import AsyncPostgresDatabase
 from dataknobs_data.backends.sql_base import SQLQueryBuilder
 
 from ...errors import StorageError, StorageUnavailableError
+from ..filters import Condition
+from ..query import HeadQuery, SortedHead, TextChanges
 from ..records import (
     Capabilities,
     HeadItem,
@@ -45,6 +48,7 @@ from ..records import (
     refusal,
 )
 from ..urls import identifier, mask_url, query
+from ._sql import PostgresDialect, created_name
 from .dataknobs import DataknobsRecordStore, connected
 
 if TYPE_CHECKING:
@@ -159,11 +163,97 @@ class PostgresRecordStore(DataknobsRecordStore):
         atomic_commit=True,
         filters=True,
         quarantine=True,
+        query=True,
+        search="pg_trgm GIN index of every message (substring, case-folded)",
     )
 
     def __init__(self, db: OwnPoolPostgresDatabase, *, name: str) -> None:
         super().__init__(db, name=name, owns_db=True)
         self.table = f"{db.schema_name}.{db.table_name}"
+        self.dialect = PostgresDialect(self.table)
+
+    def pushable(self, condition: Condition) -> bool:
+        return self.dialect.pushable(condition)
+
+    async def query_heads(self, query: HeadQuery) -> list[SortedHead]:
+        statement = self.dialect.select(query)
+        with _connection_errors(self.name):
+            rows = await self._pool().fetch(statement.sql, *statement.params)
+        return [
+            SortedHead(key, sort, head_item(data, store=self.name, key=key)[1])
+            for key, sort, data in rows
+        ]
+
+    async def count_heads(self, query: HeadQuery) -> int:
+        statement = self.dialect.count(query)
+        with _connection_errors(self.name):
+            return int(await self._pool().fetchval(statement.sql, *statement.params))
+
+    async def ensure_indexes(self) -> None:
+        """Create the indexes and search tables convtree keeps, those that are missing.
+
+        Existing ones are looked up first: ``CREATE INDEX IF NOT EXISTS`` would
+        wait for every open transaction on the table even when the index exists.
+        Without the ``pg_trgm`` extension (and the right to create it), search
+        scans the text table instead of using a trigram index.
+        """
+        schema = self.db.schema_name
+        with _connection_errors(self.name):
+            async with self._pool().acquire() as conn:
+                trigram = await conn.fetchval(
+                    "SELECT count(*) FROM pg_extension WHERE extname = 'pg_trgm'"
+                )
+                if not trigram:
+                    try:
+                        await conn.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
+                        trigram = 1
+                    except asyncpg_errors() as exc:  # no right to create it
+                        self.capabilities = replace(
+                            self.capabilities,
+                            search=f"scan of the text table (no pg_trgm: {exc})",
+                        )
+                self.dialect = PostgresDialect(self.table, trigram=bool(trigram))
+                missing = []
+                for ddl in self.dialect.indexes():
+                    name = created_name(ddl)
+                    found = await conn.fetchval("SELECT to_regclass($1)", f"{schema}.{name}")
+                    if found is None:
+                        missing.append(ddl)
+                if missing:
+                    async with conn.transaction():
+                        for ddl in missing:
+                            await conn.execute(ddl)
+
+    async def get_setting(self, name: str) -> str | None:
+        with _connection_errors(self.name):
+            value = await self._pool().fetchval(self.dialect.state_sql()[0], name)
+        return None if value is None else str(value)
+
+    async def put_setting(self, name: str, value: str) -> None:
+        with _connection_errors(self.name):
+            await self._pool().execute(self.dialect.state_sql()[1], name, value)
+
+    async def replace_texts(self, key: str, revision: int, texts: TextChanges) -> bool:
+        with _connection_errors(self.name):
+            async with self._pool().acquire() as conn, conn.transaction():
+                still = await conn.fetchval(
+                    f"SELECT 1 FROM {self.table} WHERE id = $1 "
+                    "AND (data->>'revision')::bigint = $2 FOR UPDATE",
+                    key,
+                    revision,
+                )
+                if still:
+                    await self._texts(conn, key, texts)
+        return bool(still)
+
+    async def _texts(self, conn: Any, key: str, texts: TextChanges) -> None:
+        everything, one, upsert = self.dialect.text_sql()
+        if texts.full:
+            await conn.execute(everything, key)
+        if texts.removed:
+            await conn.executemany(one, [(key, node) for node in texts.removed])
+        if texts.texts:
+            await conn.executemany(upsert, [(key, n, b) for n, b in texts.texts.items()])
 
     def _pool(self) -> Any:
         pool = self.db._pool
@@ -180,7 +270,12 @@ class PostgresRecordStore(DataknobsRecordStore):
 
     async def delete(self, key: str) -> bool:
         with _connection_errors(self.name):
-            status = await self._pool().execute(f"DELETE FROM {self.table} WHERE id = $1", key)
+            if "~" in key:
+                status = await self._pool().execute(f"DELETE FROM {self.table} WHERE id = $1", key)
+            else:
+                async with self._pool().acquire() as conn, conn.transaction():
+                    status = await conn.execute(f"DELETE FROM {self.table} WHERE id = $1", key)
+                    await conn.execute(self.dialect.text_sql()[0], key)
         return bool(status != "DELETE 0")
 
     async def scan_keys(self, prefix: str = "") -> AsyncIterator[str]:
@@ -217,9 +312,14 @@ class PostgresRecordStore(DataknobsRecordStore):
     async def quarantine(self, key: str) -> str:
         aside = quarantine_id(key)
         with _connection_errors(self.name):
-            status = await self._pool().execute(
-                f"UPDATE {self.table} SET id = $2, updated_at = now() WHERE id = $1", key, aside
-            )
+            async with self._pool().acquire() as conn, conn.transaction():
+                status = await conn.execute(
+                    f"UPDATE {self.table} SET id = $2, updated_at = now() WHERE id = $1",
+                    key,
+                    aside,
+                )
+                if "~" not in key:
+                    await conn.execute(self.dialect.text_sql()[0], key)
         if status == "UPDATE 0":
             raise StorageError(f"{self.name}: no record {key!r} to set aside")
         return f"row {aside!r} of table {self.table}"
@@ -243,6 +343,7 @@ class PostgresRecordStore(DataknobsRecordStore):
         expect: int | None,
         segments: Mapping[str, Record],
         obsolete: Sequence[str] = (),
+        texts: TextChanges | None = None,
     ) -> None:
         table = self.table
         upsert = self._upsert_sql()
@@ -274,6 +375,8 @@ class PostgresRecordStore(DataknobsRecordStore):
                     await conn.execute(
                         f"DELETE FROM {table} WHERE id = ANY($1::text[])", list(obsolete)
                     )
+                if texts is not None:
+                    await self._texts(conn, key, texts)
 
 
 async def open_postgres(url: str) -> DataknobsConversationStorage:
@@ -311,4 +414,19 @@ async def open_postgres(url: str) -> DataknobsConversationStorage:
         settings["lock_timeout"] = f"{max(1, round(seconds * 1000))}ms"
     db = OwnPoolPostgresDatabase({"table": table, "schema": schema}, connect, settings)
     await connected(db, url)  # closes the pool if the open fails
-    return DataknobsConversationStorage(PostgresRecordStore(db, name=mask_url(url)))
+    store = PostgresRecordStore(db, name=mask_url(url))
+    try:
+        await store.ensure_indexes()
+        storage = DataknobsConversationStorage(store)
+        await storage.build_search_index()
+    except BaseException:
+        await store.close()
+        raise
+    return storage
+
+
+def asyncpg_errors() -> type[Exception]:
+    """asyncpg's base error (imported late: the driver is an optional dependency)."""
+    import asyncpg
+
+    return asyncpg.PostgresError  # type: ignore[no-any-return]

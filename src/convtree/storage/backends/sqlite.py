@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING, Any
 from dataknobs_data.backends.sqlite_async import AsyncSQLiteDatabase
 
 from ...errors import PreconditionFailed, StorageError
+from ..filters import Condition
+from ..query import HeadQuery, SortedHead, TextChanges
 from ..records import (
     Capabilities,
     HeadItem,
@@ -40,12 +42,16 @@ from ..records import (
     refusal,
 )
 from ..urls import identifier, local_path, mask_url, path_url, query
+from ._sql import SQLiteDialect, created_name
 from .dataknobs import DataknobsRecordStore, connected
 
 if TYPE_CHECKING:
     from ..adapter import DataknobsConversationStorage
 
 __all__ = ["SQLiteRecordStore", "open_sqlite"]
+
+_Step = tuple[str, list[Any], PreconditionFailed | None]
+"""A statement of a transaction: SQL, parameters, and the refusal if it changes no row."""
 
 
 class SQLiteRecordStore(DataknobsRecordStore):
@@ -58,12 +64,15 @@ class SQLiteRecordStore(DataknobsRecordStore):
         atomic_commit=True,
         filters=True,
         quarantine=True,
+        query=True,
+        search="FTS5 trigram index of every message (substring, case-folded)",
     )
 
     def __init__(self, db: Any, *, name: str, timeout: float = 30.0) -> None:
         super().__init__(db, name=name, owns_db=True)
         self.table = db.table_name
         self.timeout = timeout
+        self.dialect = SQLiteDialect(self.table)
         # One connection: statements of concurrent coroutines must not land
         # inside another coroutine's transaction.
         self._connection = asyncio.Lock()
@@ -111,7 +120,84 @@ class SQLiteRecordStore(DataknobsRecordStore):
         return decode_record(rows[0][0], store=self.name, key=key) if rows else None
 
     async def delete(self, key: str) -> bool:
-        return await self._change(f"DELETE FROM {self.table} WHERE id = ?", [key]) > 0
+        if "~" in key:
+            return await self._change(f"DELETE FROM {self.table} WHERE id = ?", [key]) > 0
+        statements: list[_Step] = [
+            (f"DELETE FROM {self.table} WHERE id = ?", [key], None),
+            (self.dialect.text_sql()[0], [key], None),
+        ]
+        async with self._connection:
+            counts = await self._transaction(statements)
+        return counts[0] > 0
+
+    def pushable(self, condition: Condition) -> bool:
+        return self.dialect.pushable(condition)
+
+    async def query_heads(self, query: HeadQuery) -> list[SortedHead]:
+        statement = self.dialect.select(query)
+        rows = await self._fetch(statement.sql, statement.params)
+        return [
+            SortedHead(key, sort, head_item(data, store=self.name, key=key)[1])
+            for key, sort, data in rows
+        ]
+
+    async def count_heads(self, query: HeadQuery) -> int:
+        statement = self.dialect.count(query)
+        rows = await self._fetch(statement.sql, statement.params)
+        return int(rows[0][0])
+
+    async def ensure_indexes(self) -> None:
+        """Create the indexes and search tables convtree keeps that are missing (one
+        transaction). Existing ones are looked up first, so that opening a store
+        whose write lock a stalled writer holds does not wait for it."""
+        wanted = {created_name(ddl): ddl for ddl in self.dialect.indexes()}
+        rows = await self._fetch(
+            f"SELECT name FROM sqlite_master WHERE name IN ({', '.join('?' * len(wanted))})",
+            list(wanted),
+        )
+        for (name,) in rows:
+            wanted.pop(name, None)
+        if wanted:
+            async with self._connection:
+                await self._transaction([(ddl, [], None) for ddl in wanted.values()])
+
+    async def get_setting(self, name: str) -> str | None:
+        rows = await self._fetch(self.dialect.state_sql()[0], [name])
+        return None if not rows else rows[0][0]
+
+    async def put_setting(self, name: str, value: str) -> None:
+        async with self._connection:
+            await self._transaction([(self.dialect.state_sql()[1], [name, value], None)])
+
+    async def replace_texts(self, key: str, revision: int, texts: TextChanges) -> bool:
+        """Set a conversation's search texts, if its head is still at ``revision``."""
+        check = (
+            f"SELECT 1 FROM {self.table} WHERE id = ? AND json_valid(data) "
+            "AND json_extract(data, '$.revision') = ?"
+        )
+        async with self._connection:
+            conn = self._conn()
+            with self._errors():
+                await conn.execute("BEGIN IMMEDIATE")
+                try:
+                    async with conn.execute(check, [key, revision]) as cursor:
+                        still = await cursor.fetchone() is not None
+                    if still:
+                        await self._texts(conn, key, texts)
+                    await conn.commit()
+                except BaseException:
+                    await conn.rollback()
+                    raise
+        return still
+
+    async def _texts(self, conn: Any, key: str, texts: TextChanges) -> None:
+        everything, one, upsert = self.dialect.text_sql()
+        if texts.full:
+            await conn.execute(everything, [key])
+        if texts.removed:
+            await conn.executemany(one, [(key, node) for node in texts.removed])
+        if texts.texts:
+            await conn.executemany(upsert, [(key, n, b) for n, b in texts.texts.items()])
 
     async def scan_keys(self, prefix: str = "") -> AsyncIterator[str]:
         rows = await self._fetch(
@@ -143,10 +229,17 @@ class SQLiteRecordStore(DataknobsRecordStore):
 
     async def quarantine(self, key: str) -> str:
         aside = quarantine_id(key)
-        changed = await self._change(
-            f"UPDATE {self.table} SET id = ?, updated_at = CURRENT_TIMESTAMP WHERE id = ?",
-            [aside, key],
-        )
+        statements: list[_Step] = [
+            (
+                f"UPDATE {self.table} SET id = ?, updated_at = CURRENT_TIMESTAMP WHERE id = ?",
+                [aside, key],
+                None,
+            )
+        ]
+        if "~" not in key:
+            statements.append((self.dialect.text_sql()[0], [key], None))
+        async with self._connection:
+            changed = (await self._transaction(statements))[0]
         if not changed:
             raise StorageError(f"{self.name}: no record {key!r} to set aside")
         return f"row {aside!r} of table {self.table}"
@@ -163,15 +256,15 @@ class SQLiteRecordStore(DataknobsRecordStore):
         expect: int | None,
         segments: Mapping[str, Record],
         obsolete: Sequence[str] = (),
+        texts: TextChanges | None = None,
     ) -> None:
-        statements: list[tuple[str, list[Any], PreconditionFailed | None]]
-        statements = [self._upsert_sql(k, r) for k, r in segments.items()]
+        statements: list[_Step] = [self._upsert_sql(k, r) for k, r in segments.items()]
         statements.append(self._head_sql(key, head, expect))
         statements.extend((f"DELETE FROM {self.table} WHERE id = ?", [k], None) for k in obsolete)
         async with self._connection:
-            await self._transaction(statements)
+            await self._transaction(statements, key=key, texts=texts)
 
-    def _upsert_sql(self, key: str, record: Record) -> tuple[str, list[Any], None]:
+    def _upsert_sql(self, key: str, record: Record) -> _Step:
         return (
             f"INSERT INTO {self.table} (id, data, metadata, created_at, updated_at) "
             "VALUES (?, ?, NULL, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP) "
@@ -180,9 +273,7 @@ class SQLiteRecordStore(DataknobsRecordStore):
             None,
         )
 
-    def _head_sql(
-        self, key: str, head: Record, expect: int | None
-    ) -> tuple[str, list[Any], PreconditionFailed]:
+    def _head_sql(self, key: str, head: Record, expect: int | None) -> _Step:
         """The conditional write of a head: create it (``expect`` None) or update it at
         revision ``expect``; refused unless it changes exactly one row."""
         data = json.dumps(head)
@@ -200,14 +291,20 @@ class SQLiteRecordStore(DataknobsRecordStore):
         return sql, [data, key, expect], refusal(self.name, key, expect)
 
     async def _transaction(
-        self, statements: Sequence[tuple[str, list[Any], PreconditionFailed | None]]
-    ) -> None:
-        """Run the statements in one transaction, all or nothing.
+        self,
+        statements: Sequence[_Step],
+        *,
+        key: str | None = None,
+        texts: TextChanges | None = None,
+    ) -> list[int]:
+        """Run the statements in one transaction, all or nothing; their row counts.
 
         A statement that must change one row and did not raises its refusal
-        (the third item) and rolls everything back.
+        (the third item) and rolls everything back. ``texts`` (the search
+        index changes of conversation ``key``) are applied last.
         """
         conn = self._conn()
+        counts = []
         with self._errors():
             await conn.execute("BEGIN IMMEDIATE")
             try:
@@ -215,10 +312,14 @@ class SQLiteRecordStore(DataknobsRecordStore):
                     cursor = await conn.execute(sql, params)
                     if refusal is not None and cursor.rowcount != 1:
                         raise refusal
+                    counts.append(cursor.rowcount)
+                if texts is not None and key is not None:
+                    await self._texts(conn, key, texts)
                 await conn.commit()
             except BaseException:
                 await conn.rollback()
                 raise
+        return counts
 
 
 async def open_sqlite(url: str) -> DataknobsConversationStorage:
@@ -244,10 +345,13 @@ async def open_sqlite(url: str) -> DataknobsConversationStorage:
         async with store._connection:
             with store._errors():
                 await store._conn().execute("PRAGMA secure_delete = ON")
+        await store.ensure_indexes()
+        storage = DataknobsConversationStorage(store)
+        await storage.build_search_index()
     except BaseException:
         await store.close()
         raise
-    return DataknobsConversationStorage(store)
+    return storage
 
 
 def _refuse_keyword(table: str, url: str) -> None:
