@@ -31,6 +31,7 @@ from .render import render_tree
 from .state import ConversationState, NodeRef, SiblingPosition
 from .storage import (
     ConversationStorage,
+    ConversationPage,
     ConversationSummary,
     DataknobsConversationStorage,
     open_storage,
@@ -44,6 +45,7 @@ __all__ = [
     "ConversationNode",
     "ConversationState",
     "ConversationStorage",
+    "ConversationPage",
     "ConversationSummary",
     "ConvtreeError",
     "DamagedRecordError",

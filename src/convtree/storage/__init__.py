@@ -16,13 +16,14 @@ store imports what its backend needs.
 from __future__ import annotations
 
 from .adapter import DataknobsConversationStorage
-from .base import ConversationStorage, ConversationSummary
+from .base import ConversationPage, ConversationStorage, ConversationSummary
 from .records import Capabilities, IfRevision, RecordStore
 from .registry import open_storage, register_backend
 
 __all__ = [
     "Capabilities",
     "ConversationStorage",
+    "ConversationPage",
     "ConversationSummary",
     "DataknobsConversationStorage",
     "IfRevision",

@@ -133,11 +133,12 @@ class Dialect:
             if query.order == "conversation_id":
                 terms.append(f"{self.key} {op} {self.param(params, key)}")
             else:
-                terms.append(
-                    f"({sort}, {self.key}) {op} "
-                    f"({self.param(params, value)}, {self.param(params, key)})"
-                )
+                terms.append(self.keyset(sort, op, value, key, params))
         return terms
+
+    def keyset(self, sort: str, op: str, value: str, key: str, params: list[Any]) -> str:
+        """Rows after ``(value, key)`` in ``(sort, key)`` order (``op``: ``<`` or ``>``)."""
+        return f"({sort}, {self.key}) {op} ({self.param(params, value)}, {self.param(params, key)})"
 
     def select(self, query: HeadQuery) -> Statement:
         """The page of heads: ``id``, sort text, data; in order."""
@@ -211,6 +212,12 @@ class SQLiteDialect(Dialect):
 
     def stamp(self, field: str) -> str:
         return f"(CASE WHEN json_valid(data) THEN json_extract(data, '$.{field}') END)"
+
+    def keyset(self, sort: str, op: str, value: str, key: str, params: list[Any]) -> str:
+        # SQLite walks an expression index by range only for a plain comparison of the
+        # expression; the row value (sort, id) < (?, ?) would scan from the start.
+        v, v2, k = (self.param(params, x) for x in (value, value, key))
+        return f"{sort} {op}= {v} AND ({sort} {op} {v2} OR id {op} {k})"
 
     def _text(self, path: str) -> str:
         return (
@@ -335,9 +342,11 @@ class PostgresDialect(Dialect):
 
     def search(self, term: str, params: list[Any]) -> str:
         pattern = "%" + term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        # OFFSET 0 keeps the planner from turning this into a probe per head: the
+        # matching texts are found first, through the trigram index.
         return (
             f"id IN (SELECT conv FROM {self.text_table} "
-            f"WHERE body LIKE {self.param(params, pattern)})"
+            f"WHERE body LIKE {self.param(params, pattern)} OFFSET 0)"
         )
 
     def indexes(self) -> list[str]:

@@ -219,10 +219,28 @@ class PostgresRecordStore(DataknobsRecordStore):
                     found = await conn.fetchval("SELECT to_regclass($1)", f"{schema}.{name}")
                     if found is None:
                         missing.append(ddl)
+                # Statistics on the head test (PostgreSQL 14+), without which the planner
+                # takes every table for a handful of heads and probes the search texts
+                # once per head instead of using their trigram index.
+                stats = f"{self.db.table_name}_ct_heads"
+                if int(await conn.fetchval("SHOW server_version_num")) >= 140000 and not (
+                    await conn.fetchval(
+                        "SELECT count(*) FROM pg_statistic_ext WHERE stxname = $1 "
+                        "AND stxnamespace = $2::regnamespace",
+                        stats,
+                        schema,
+                    )
+                ):
+                    missing.append(
+                        f"CREATE STATISTICS IF NOT EXISTS {schema}.{stats} "
+                        f"ON (strpos(id, '~')), (strpos(id, '/')) FROM {self.table}"
+                    )
                 if missing:
                     async with conn.transaction():
                         for ddl in missing:
                             await conn.execute(ddl)
+                    await conn.execute(f"ANALYZE {self.table}")
+                    await conn.execute(f"ANALYZE {self.table}_text")
 
     async def get_setting(self, name: str) -> str | None:
         with _connection_errors(self.name):

@@ -1,0 +1,464 @@
+"""Listings at scale: pushdown equals Python, keyset cursors, pages, search, plans, indexes.
+
+What runs in SQL on SQLite and PostgreSQL must return exactly what the Python
+filter returns on the stores that scan (memory, file, S3): every pushed operator,
+every order, the search, the cursors. The plans are asserted by shape (which
+index serves which query), never by time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import sqlite3
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from convtree import ConversationState, FilterError, open_storage
+from convtree.storage.filters import MetadataFilter
+from convtree.storage.layout import record_id
+from convtree.storage.query import HeadQuery
+from tests.conftest import BACKENDS, fresh_store_url
+
+T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+SQL = ["sqlite", "postgres"]
+
+
+@pytest.fixture
+def url_of(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[str], str]:
+    return lambda backend: fresh_store_url(backend, request, tmp_path)
+
+
+def run(coro: Awaitable[Any]) -> Any:
+    return asyncio.run(coro)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------- pushdown == Python
+
+TRICKY = ["alice", "Alice", "", "1", "true", "a'b", 'a"b', "%", "_", "\\", "ünï", "a%b", "NEAR"]
+VALUES: list[Any] = [*TRICKY, 1, 1.0, 0, True, False, None, ["alice"], ["%", "x"], {"k": "alice"}]
+
+
+def _metadata(rng: random.Random, i: int) -> dict[str, Any]:
+    meta: dict[str, Any] = {}
+    for key in ("user_id", "tier", "flag"):
+        if rng.random() < 0.8:
+            meta[key] = rng.choice(VALUES)
+    if rng.random() < 0.7:
+        meta["tags"] = rng.sample(TRICKY, rng.randint(0, 3)) + (
+            [rng.choice([1, True, None, ["alice"]])] if rng.random() < 0.3 else []
+        )
+    if rng.random() < 0.5:
+        meta["project"] = rng.choice([{"name": rng.choice(VALUES)}, "alice", [], None])
+    return meta
+
+
+def _filters() -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for key in ("user_id", "tier", "flag", "project.name", "project", "tags"):
+        for value in [*TRICKY[:8], True, False, 1, None]:
+            out.append({key: value})
+            out.append({key: {"$ne": value}})
+        out.append({key: {"$exists": True}})
+        out.append({key: {"$exists": False}})
+        out.append({key: {"$in": ["alice", "%", ""]}})
+        out.append({key: {"$in": []}})
+        out.append({key: {"$nin": ["alice", "_"]}})
+        out.append({key: {"$in": ["alice", 1]}})  # mixed: checked in Python
+        out.append({key: {"$contains": "alice"}})
+        out.append({key: {"$contains": "%"}})
+        out.append({key: {"$gte": "a"}})  # not pushed: ordered comparison
+    out.append({"user_id": "alice", "tags": {"$contains": "_"}})
+    out.append({"tier": {"$nin": []}, "flag": True})
+    return out
+
+
+@pytest.mark.parametrize("backend", ["memory", *SQL])
+def test_every_pushed_operator_and_order_returns_exactly_the_python_rows(
+    backend: str, url_of: Callable[[str], str]
+) -> None:
+    rng = random.Random(7)
+    metas = [_metadata(rng, i) for i in range(90)]
+    stamps = [T0 + timedelta(minutes=rng.randint(0, 30)) for _ in metas]  # many ties
+
+    async def main() -> None:
+        async with open_storage(url_of(backend)) as storage:
+            for i, meta in enumerate(metas):
+                state = ConversationState(f"c{i:03d}", metadata=meta)
+                state.add_message("user", f"message {i}")
+                state.created_at = stamps[-1 - i]
+                state.updated_at = stamps[i]
+                await storage.save_conversation(state)
+            pushed = 0
+            for flt in _filters():
+                conditions = MetadataFilter(flt).conditions
+                pushed += all(storage.records.pushable(c) for c in conditions)
+                chosen = [i for i, m in enumerate(metas) if MetadataFilter(flt).matches(m, T0, T0)]
+                for order in ("-updated_at", "updated_at", "created_at", "conversation_id"):
+                    key = order.lstrip("-")
+
+                    def place(i: int, key: str = key) -> tuple[str, str]:
+                        cid = f"c{i:03d}"
+                        if key == "conversation_id":
+                            return (cid, cid)
+                        stamp = stamps[i] if key == "updated_at" else stamps[-1 - i]
+                        return (stamp.isoformat(), cid)
+
+                    expected = [
+                        f"c{i:03d}"
+                        for i in sorted(chosen, key=place, reverse=order.startswith("-"))
+                    ]
+                    found = await storage.list_summaries(flt, order_by=order, limit=None)
+                    assert [s.conversation_id for s in found] == expected, (flt, order)
+                    page = await storage.list_summaries(flt, order_by=order, limit=5, offset=3)
+                    assert [s.conversation_id for s in page] == expected[3:8], (flt, order)
+                assert await storage.count_conversations(flt) == len(chosen), flt
+            if backend != "memory":
+                assert pushed > 100, "most of these filters run in SQL"
+
+    run(main())
+
+
+# ---------------------------------------------------------------- cursors and pages
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_keyset_walk_while_writers_insert_skips_and_repeats_nothing(
+    backend: str, url_of: Callable[[str], str]
+) -> None:
+    async def main() -> None:
+        async with open_storage(url_of(backend)) as storage:
+            stable = []
+            for i in range(23):
+                state = ConversationState(f"s{i:02d}", metadata={"user_id": "u"})
+                state.add_message("user", "hi")
+                state.updated_at = T0 + timedelta(seconds=i // 3)  # ties of three
+                await storage.save_conversation(state)
+                stable.append(state.conversation_id)
+            for order in ("-updated_at", "conversation_id"):
+                seen: list[str] = []
+                page = await storage.list_page(
+                    {"user_id": "u"}, order_by=order, limit=4, total=True
+                )
+                assert page.total == await storage.count_conversations({"user_id": "u"})
+                n = 0
+                while True:
+                    seen.extend(s.conversation_id for s in page)
+                    # A writer inserts before and after the cursor between pages.
+                    for when in (T0 - timedelta(days=1), T0 + timedelta(days=1)):
+                        n += 1
+                        new = ConversationState(f"w{order[1:3]}{n:03d}", metadata={"user_id": "u"})
+                        new.add_message("user", "new")
+                        new.updated_at = when
+                        await storage.save_conversation(new)
+                    if page.next_cursor is None:
+                        break
+                    page = await storage.list_page(
+                        {"user_id": "u"}, order_by=order, limit=4, after=page.next_cursor
+                    )
+                walked = [c for c in seen if c.startswith("s")]
+                assert len(walked) == len(set(walked)) == 23, walked
+                expected = stable if order == "conversation_id" else stable[::-1]
+                assert walked == expected
+
+    run(main())
+
+
+@pytest.mark.parametrize("backend", ["memory", "sqlite"])
+def test_bad_cursors_and_pages_are_filter_errors(
+    backend: str, url_of: Callable[[str], str]
+) -> None:
+    async def main() -> None:
+        async with open_storage(url_of(backend)) as storage:
+            for i in range(3):
+                state = ConversationState(f"c{i}")
+                state.add_message("user", "hi")
+                await storage.save_conversation(state)
+            page = await storage.list_page(limit=2)
+            assert len(page) == 2 and page.next_cursor and page.total is None
+            last = await storage.list_page(limit=2, after=page.next_cursor)
+            assert len(last) == 1 and last.next_cursor is None
+            with pytest.raises(FilterError, match="ordered by '-updated_at'"):
+                await storage.list_page(order_by="conversation_id", after=page.next_cursor)
+            for bad in ("", "nonsense!", "eyJ4Ijox", 5, "W10", "WzEsIi11cGRhdGVkX2F0IiwxLDJd"):
+                with pytest.raises(FilterError):
+                    await storage.list_summaries(after=bad)  # type: ignore[arg-type]
+            for limit in (0, -1, True, None):
+                with pytest.raises(FilterError):
+                    await storage.list_page(limit=limit)  # type: ignore[arg-type]
+
+    run(main())
+
+
+# ---------------------------------------------------------------- search
+
+
+def _branchy(cid: str, words: list[str]) -> ConversationState:
+    state = ConversationState(cid, metadata={"user_id": cid[:2]})
+    state.add_message("system", "You are helpful.")
+    question = state.add_message("user", f"Tell me about {words[0]}")
+    state.add_message("assistant", f"About {words[1]}.")
+    state.add_alternative("assistant", f"Regenerated: {words[2]}")
+    state.switch_to(question.node_id)
+    state.add_message("assistant", [{"type": "text", "text": f"Parts {words[3]}"}])
+    return state
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_search_matches_every_branch_and_stays_exact_under_changes(
+    backend: str, url_of: Callable[[str], str]
+) -> None:
+    async def ids(storage: Any, term: str, **kw: Any) -> list[str]:
+        rows = await storage.list_summaries(search=term, order_by="conversation_id", **kw)
+        count = await storage.count_conversations(search=term, **kw)
+        assert count == len(rows), term
+        return [r.conversation_id for r in rows]
+
+    async def main() -> None:
+        async with open_storage(url_of(backend)) as storage:
+            a = _branchy("a1", ["Ölkanne", "zebra", "STRASSE", "100% pure"])
+            b = _branchy("b1", ["giraffe", "Zebra crossing", "x_y", 'say "hi" OR NEAR(a b)*'])
+            c = _branchy("c1", ["quokka", "hidden", "tail", "qj"])
+            for state in (a, b, c):
+                await storage.save_conversation(state)
+            assert await ids(storage, "ZEBRA") == ["a1", "b1"]  # case-insensitive
+            assert await ids(storage, "ölk") == ["a1"]  # Unicode folding
+            assert await ids(storage, "straße") == ["a1"]  # full case folding
+            assert await ids(storage, "regenerated") == ["a1", "b1", "c1"]  # hidden branches
+            assert await ids(storage, "zebra", filter_metadata={"user_id": "b1"}) == ["b1"]
+            # Literal text: LIKE wildcards, quotes and FTS5 syntax are just characters.
+            assert await ids(storage, "100%") == ["a1"]
+            assert await ids(storage, "%") == ["a1"]
+            assert await ids(storage, "_") == ["b1"]
+            assert await ids(storage, "x_y") == ["b1"]
+            assert await ids(storage, "xay") == []
+            assert await ids(storage, '"hi" or near(a b)*') == ["b1"]
+            for syntax in ('"', "*", "OR", "NEAR", "zebra OR quokka", "zeb*", "a AND b", "'"):
+                expected = [
+                    s.conversation_id
+                    for s in (a, b, c)
+                    if any(
+                        syntax.casefold() in n.message.text.casefold()
+                        for n in s.nodes()
+                        if n.message is not None
+                    )
+                ]
+                assert await ids(storage, syntax) == expected, syntax
+            assert await ids(storage, "QJ") == ["c1"]  # shorter than a trigram
+            # Changes: an append, an edit in place, a prune, a delete, a full overwrite.
+            a.add_message("user", "now about a wombat")
+            await storage.save_conversation(a)
+            assert await ids(storage, "wombat") == ["a1"]
+            node = next(n for n in a.nodes() if n.message and "STRASSE" in n.message.text)
+            node.message = node.message.model_copy(update={"content": "Edited: kangaroo"})
+            await storage.save_conversation(a)
+            assert await ids(storage, "strasse") == []
+            assert await ids(storage, "kangaroo") == ["a1"]
+            a.prune(node.node_id)
+            await storage.save_conversation(a)
+            assert await ids(storage, "kangaroo") == []
+            assert await storage.delete_conversation("c1")
+            assert await ids(storage, "quokka") == []
+            fresh = _branchy("b1", ["emu", "emu", "emu", "emu"])
+            await storage.save_conversation(fresh, overwrite=True)
+            assert await ids(storage, "giraffe") == []
+            assert await ids(storage, "emu") == ["b1"]
+            # Many saves (segments merge): still exact.
+            for i in range(40):
+                fresh.add_message("user", f"turn {i} marker{i}")
+                await storage.save_conversation(fresh)
+            assert await ids(storage, "marker0") == ["b1"]
+            assert await ids(storage, "marker39") == ["b1"]
+            assert await ids(storage, "marker40") == []
+
+    run(main())
+
+
+@pytest.mark.parametrize("backend", ["memory", "sqlite", "postgres"])
+@pytest.mark.parametrize(
+    "search",
+    ["", "a\x00b", "\ud800", "x" * 1001, 5, b"zebra"],
+)
+def test_bad_search_text_is_refused(
+    backend: str, search: Any, url_of: Callable[[str], str]
+) -> None:
+    async def main() -> None:
+        async with open_storage(url_of(backend)) as storage:
+            with pytest.raises(FilterError, match="search"):
+                await storage.list_summaries(search=search)
+            with pytest.raises(FilterError, match="search"):
+                await storage.count_conversations(search=search)
+
+    run(main())
+
+
+@pytest.mark.parametrize("backend", SQL)
+def test_hostile_filter_values_stay_literal_in_sql(
+    backend: str, url_of: Callable[[str], str]
+) -> None:
+    values = ["%", "_", "' OR 1=1 --", '"; DROP TABLE x; --', "\\", "a\x00b", "$1", "?"]
+
+    async def main() -> None:
+        async with open_storage(url_of(backend)) as storage:
+            for i, value in enumerate(values):
+                state = ConversationState(f"h{i}", metadata={"user_id": value, "tags": [value]})
+                state.add_message("user", value)
+                await storage.save_conversation(state)
+            for i, value in enumerate(values):
+                for flt in ({"user_id": value}, {"tags": {"$contains": value}}):
+                    rows = await storage.list_summaries(flt)
+                    assert [r.conversation_id for r in rows] == [f"h{i}"], flt
+            assert await storage.count_conversations() == len(values)
+
+    run(main())
+
+
+# ---------------------------------------------------------------- plans and indexes
+
+
+async def _fill(storage: Any, n: int) -> None:
+    for i in range(n):
+        state = ConversationState(
+            f"p{i:05d}", metadata={"user_id": f"u{i % 50}", "tags": [f"t{i % 20}"]}
+        )
+        state.add_message("user", f"question {i}" + (" okapi" if i % 100 == 0 else ""))
+        await storage.save_conversation(state)
+
+
+async def _plan(storage: Any, query: HeadQuery, *, count: bool = False) -> str:
+    records = storage.records
+    statement = records.dialect.count(query) if count else records.dialect.select(query)
+    if (
+        isinstance(records.dialect.__class__.__name__, str)
+        and "SQLite" in type(records.dialect).__name__
+    ):
+        rows = await records._fetch("EXPLAIN QUERY PLAN " + statement.sql, statement.params)
+        return "\n".join(str(r[-1]) for r in rows)
+    rows = await records._pool().fetch("EXPLAIN " + statement.sql, *statement.params)
+    return "\n".join(r[0] for r in rows)
+
+
+@pytest.mark.parametrize("backend", SQL)
+def test_each_listing_query_is_served_by_its_index(
+    backend: str, url_of: Callable[[str], str]
+) -> None:
+    def conditions(flt: dict[str, Any]) -> tuple[Any, ...]:
+        return tuple(MetadataFilter(flt).conditions)
+
+    async def main() -> None:
+        url = url_of(backend)
+        async with open_storage(url) as storage:
+            await _fill(storage, 1500)
+            if backend == "postgres":
+                await storage.records._pool().execute(f"ANALYZE {storage.records.table}")
+                await storage.records._pool().execute(f"ANALYZE {storage.records.table}_text")
+            table = storage.records.db.table_name
+            user = conditions({"user_id": "u7"})
+            newest = await _plan(storage, HeadQuery(limit=51))
+            by_user = await _plan(storage, HeadQuery(conditions=user, limit=51))
+            keyset = await _plan(storage, HeadQuery(limit=51, after=("2026", "p00001")))
+            count_user = await _plan(storage, HeadQuery(conditions=user), count=True)
+            search = await _plan(storage, HeadQuery(search="okapi", limit=51))
+            tags = await _plan(
+                storage, HeadQuery(conditions=conditions({"tags": {"$contains": "t3"}}), limit=51)
+            )
+            if backend == "sqlite":
+                assert f"USING INDEX {table}_ct_updated" in newest
+                assert "TEMP B-TREE" not in newest  # the index gives the order
+                assert f"USING INDEX {table}_ct_user (<expr>=?)" in by_user
+                assert f"SEARCH {table} USING INDEX {table}_ct_updated (<expr><?)" in keyset
+                assert f"{table}_ct_user" in count_user
+                assert f"{table}_fts VIRTUAL TABLE INDEX" in search
+            else:
+                assert f"Index Scan Backward using {table}_ct_updated" in newest
+                assert "Sort" not in newest
+                assert f"{table}_ct_user" in by_user  # 30 rows: a bitmap scan and a sort
+                assert f"{table}_ct_updated" in keyset and "ROW(" in keyset
+                assert f"{table}_ct_user" in count_user
+                assert f"{table}_text_trgm" in search
+                assert f"{table}_ct_meta" in tags or f"{table}_ct_updated" in tags
+            assert "Seq Scan" not in newest + by_user + keyset + count_user + search
+
+    run(main())
+
+
+@pytest.mark.parametrize("backend", SQL)
+def test_a_store_written_before_the_indexes_gets_them_on_open(
+    backend: str, url_of: Callable[[str], str]
+) -> None:
+    url = url_of(backend)
+
+    async def drop_everything(storage: Any) -> None:
+        """Make the store look as convtree 0.1 left it: no indexes, no search tables."""
+        records = storage.records
+        table = records.table
+        name = table.rsplit(".", 1)[-1]
+        statements = [
+            f"DROP TABLE IF EXISTS {table}_fts" if backend == "sqlite" else "SELECT 1",
+            f"DROP TABLE IF EXISTS {table}_text",
+            f"DROP TABLE IF EXISTS {table}_convtree",
+            *(
+                f"DROP INDEX IF EXISTS {table.rsplit('.', 1)[0] + '.' if '.' in table else ''}"
+                f"{name}_ct_{suffix}"
+                for suffix in ("updated", "created", "user", "key", "meta")
+            ),
+        ]
+        for sql in statements:
+            if backend == "sqlite":
+                await records._change(sql, [])
+            else:
+                await records._pool().execute(sql)
+
+    async def main() -> None:
+        async with open_storage(url) as storage:
+            for i in range(30):
+                await storage.save_conversation(_branchy(f"o{i:02d}", ["x", f"w{i}", "y", "z"]))
+            await drop_everything(storage)
+        async with open_storage(url) as storage:  # indexes and search texts rebuilt
+            assert [r.conversation_id for r in await storage.list_summaries(search="w17")] == [
+                "o17"
+            ]
+            assert await storage.count_conversations(search="regenerated") == 30
+            assert await storage.build_search_index() == 0  # complete: nothing to do
+            # An interrupted build (the flag not set, texts partly there) completes.
+            if backend == "sqlite":
+                await storage.records._change(f"DELETE FROM {storage.records.table}_convtree", [])
+                await storage.records._change(
+                    f"DELETE FROM {storage.records.table}_text WHERE conv > 'o15'", []
+                )
+            else:
+                await storage.records._pool().execute(
+                    f"DELETE FROM {storage.records.table}_convtree"
+                )
+                await storage.records._pool().execute(
+                    f"DELETE FROM {storage.records.table}_text WHERE conv > 'o15'"
+                )
+        async with open_storage(url) as storage:
+            assert await storage.count_conversations(search="regenerated") == 30
+            assert len(await storage.list_summaries(limit=None)) == 30
+
+    run(main())
+
+
+def test_sqlite_search_tables_hold_one_row_per_message(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+
+    async def main() -> None:
+        async with open_storage(f"sqlite:///{path}") as storage:
+            state = _branchy("a", ["1", "2", "3", "4"])
+            await storage.save_conversation(state)
+            state.prune(state.children(state.get_path()[2])[0].node_id)
+            await storage.save_conversation(state)
+            await storage.delete_conversation("a")
+
+    run(main())
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT count(*) FROM conversations_text").fetchone() == (0,)
+        assert conn.execute(
+            "SELECT count(*) FROM conversations_fts WHERE conversations_fts MATCH '\"abc\"'"
+        ).fetchone() == (0,)
+    assert record_id("a") == "a"
