@@ -30,8 +30,8 @@ from .node import ConversationNode
 from .render import render_tree
 from .state import ConversationState, NodeRef, SiblingPosition
 from .storage import (
-    ConversationStorage,
     ConversationPage,
+    ConversationStorage,
     ConversationSummary,
     DataknobsConversationStorage,
     open_storage,
@@ -43,9 +43,9 @@ __all__ = [
     "ChangeSet",
     "ConflictError",
     "ConversationNode",
+    "ConversationPage",
     "ConversationState",
     "ConversationStorage",
-    "ConversationPage",
     "ConversationSummary",
     "ConvtreeError",
     "DamagedRecordError",

@@ -22,8 +22,8 @@ from .registry import open_storage, register_backend
 
 __all__ = [
     "Capabilities",
-    "ConversationStorage",
     "ConversationPage",
+    "ConversationStorage",
     "ConversationSummary",
     "DataknobsConversationStorage",
     "IfRevision",
