@@ -237,12 +237,12 @@ class _FlakyCommits(MemoryRecordStore):
         self.break_after_commit = 0
         self.break_before_commit = 0
 
-    async def commit(self, key, head, *, expect, segments, obsolete=(), texts=None):  # type: ignore[no-untyped-def]
+    async def commit(self, key, head, *, expect, segments, obsolete=(), texts=None, token=None):  # type: ignore[no-untyped-def]
         if self.break_before_commit:
             self.break_before_commit -= 1
             raise StorageUnavailableError("connection refused")
         await super().commit(
-            key, head, expect=expect, segments=segments, obsolete=obsolete, texts=texts
+            key, head, expect=expect, segments=segments, obsolete=obsolete, texts=texts, token=token
         )
         if self.break_after_commit:
             self.break_after_commit -= 1

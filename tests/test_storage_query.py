@@ -471,3 +471,63 @@ def test_sqlite_search_tables_hold_one_row_per_message(tmp_path: Path) -> None:
             "SELECT count(*) FROM conversations_fts WHERE conversations_fts MATCH '\"abc\"'"
         ).fetchone() == (0,)
     assert record_id("a") == "a"
+
+
+# ---------------------------------------------------------------- the write path
+
+
+def test_an_append_and_save_is_one_sqlite_transaction(tmp_path: Path) -> None:
+    """No read before the write: the head (and the small segments a save merges) are
+    what this storage wrote last; the write is conditional on the head's token."""
+
+    async def main() -> None:
+        async with open_storage(f"sqlite:///{tmp_path / 's.db'}") as storage:
+            state = ConversationState("c")
+            state.add_message("user", "hi")
+            await storage.save_conversation(state)
+            statements: list[str] = []
+            await storage.records._conn().set_trace_callback(statements.append)
+            for i in range(20):
+                state.add_message("user", f"turn {i}")
+                statements.clear()
+                await storage.save_conversation(state)
+                verbs = [s.split()[0].upper() for s in statements]
+                assert "SELECT" not in verbs, statements
+                assert verbs[0] == "BEGIN" and verbs[-1] == "COMMIT", statements
+                assert verbs.count("BEGIN") == 1, statements
+            await storage.records._conn().set_trace_callback(None)
+            loaded = await storage.load_conversation("c")
+            assert loaded == state
+
+    run(main())
+
+
+@pytest.mark.parametrize("backend", ["memory", "sqlite", "postgres", "s3", "file"])
+def test_a_conversation_deleted_and_saved_again_elsewhere_is_a_conflict(
+    backend: str, url_of: Callable[[str], str]
+) -> None:
+    """Another writer deletes the conversation and saves a new one under its id, to the
+    same revision number: this storage's next save must not write on top of it."""
+    from convtree import ConflictError
+
+    url = url_of(backend)
+
+    async def main() -> None:
+        async with open_storage(url) as mine, open_storage(url) as theirs:
+            if backend == "memory":
+                theirs = mine  # one process: the same store, a second state
+            state = ConversationState("c")
+            state.add_message("user", "mine")
+            await mine.save_conversation(state)
+            await theirs.delete_conversation("c")
+            other = ConversationState("c")
+            other.add_message("user", "theirs")
+            await theirs.save_conversation(other)  # revision 1 again
+            state.add_message("assistant", "appended")
+            with pytest.raises(ConflictError, match="deleted"):
+                await mine.save_conversation(state)
+            stored = await theirs.load_conversation("c")
+            assert stored is not None
+            assert [m.content for m in stored.get_current_messages()] == ["theirs"]
+
+    run(main())

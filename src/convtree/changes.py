@@ -32,12 +32,16 @@ class SavedRevision:
         destructive_at: The last revision that pruned or changed existing nodes,
             or replaced the whole tree. Appends made after it can merge.
         metadata_at: The last revision that changed the conversation metadata.
+        token: A random token the stored head carries (``None`` for heads written
+            before tokens): a conversation deleted and saved again reaches the same
+            revision numbers with other tokens.
     """
 
     store: str
     number: int
     destructive_at: int
     metadata_at: int
+    token: str | None = None
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from ..errors import (
     StorageUnavailableError,
 )
 from ..state import ConversationState
+from ._cache import RecordCache
 from ._locks import KeyLocks
 from .base import ConversationStorage, ConversationSummary
 from .filters import MetadataFilter, check_page
@@ -115,6 +116,7 @@ class DataknobsConversationStorage(ConversationStorage):
         self.records = records
         self.name = name or records.name
         self._locks = KeyLocks()
+        self._cache = RecordCache()
         self._closed = False
 
     def __repr__(self) -> str:
@@ -361,15 +363,19 @@ class DataknobsConversationStorage(ConversationStorage):
         cid = state.conversation_id
         saved = state.saved_revision
         mine = saved is not None and saved.store == self.name
-        try:
-            head = await self._head(key, cid)
-        except DamagedRecordError:
-            if not overwrite:
-                raise
-            # Replace what cannot be read: remove every record of it, then create.
-            await self.records.delete(key)
-            await self._remove_records(key, None)
-            head = None
+        cached = self._cache.head(key)
+        if mine and not unsure and cached is not None and cached.revision == saved:
+            head: Head | None = cached  # the commit is conditional on its revision and token
+        else:
+            try:
+                head = await self._head(key, cid)
+            except DamagedRecordError:
+                if not overwrite:
+                    raise
+                # Replace what cannot be read: remove every record of it, then create.
+                await self.records.delete(key)
+                await self._remove_records(key, None)
+                head = None
         if head is None:
             if mine and not overwrite:
                 raise ConflictError(
@@ -391,6 +397,17 @@ class DataknobsConversationStorage(ConversationStorage):
             changes = state.changes(full=True)
         else:
             assert saved is not None
+            if (
+                head.revision.number == saved.number
+                and head.revision.token != saved.token
+                and None not in (head.revision.token, saved.token)
+            ):
+                raise ConflictError(
+                    f"conversation {cid!r} was deleted from {self.name} and saved again by "
+                    "another writer after this state was loaded; load it again, or pass "
+                    "overwrite=True to replace it",
+                    conversation_id=cid,
+                )
             if head.revision.number != saved.number:
                 upstream = await self._load(head)
                 if upstream is None:
@@ -408,7 +425,7 @@ class DataknobsConversationStorage(ConversationStorage):
                 state.mark_saved(head.revision)  # nothing to write
                 return True
         plan = plan_save(changes, key, head)
-        absorbed = await self._read_segments(cid, plan.absorb) if plan.absorb else []
+        absorbed = await self._segments(cid, plan.absorb) if plan.absorb else []
         if head is not None and any(record is None for record in absorbed):
             missing = [k for k, r in zip(plan.absorb, absorbed, strict=True) if r is None]
             await self._vanished(head, missing)
@@ -425,9 +442,17 @@ class DataknobsConversationStorage(ConversationStorage):
                 segments=segments,
                 obsolete=plan.obsolete,
                 texts=texts,
+                token=None if head is None else head.revision.token,
             )
         except PreconditionFailed:
+            self._cache.forget(key)
             return False
+        except BaseException:
+            self._cache.forget(key)  # the outcome is unknown
+            raise
+        self._cache.keep_head(parse_head(new_head, self.name, key))
+        for segment_key, segment in segments.items():
+            self._cache.keep_segment(segment_key, segment)
         state.mark_saved(revision)
         return True
 
@@ -451,6 +476,7 @@ class DataknobsConversationStorage(ConversationStorage):
                         head, present = None, True
                     if present:
                         started = existed = True
+                        self._cache.forget(key)
                         await self.records.delete(key)  # the conversation is gone from here on
                     if started:
                         await self._remove_records(key, head)
@@ -499,8 +525,27 @@ class DataknobsConversationStorage(ConversationStorage):
         try:
             record = await self.records.read(key)
         except DamagedRecordError as exc:
+            self._cache.forget(key)
             raise as_damaged(exc, self.name, key, cid) from None
-        return None if record is None else parse_head(record, self.name, key)
+        if record is None:
+            self._cache.forget(key)
+            return None
+        head = parse_head(record, self.name, key)
+        self._cache.keep_head(head)
+        return head
+
+    async def _segments(self, cid: str, keys: Sequence[str]) -> list[Record | None]:
+        """Segment records a save merges, from the cache where they are (a key's record
+        never changes). Loads read the store, so that they report damage."""
+        got: list[Record | None] = [self._cache.segment(k) for k in keys]
+        missing = [k for k, r in zip(keys, got, strict=True) if r is None]
+        if missing:
+            read = iter(await self._read_segments(cid, missing))
+            got = [r if r is not None else next(read) for r in got]
+            for key, record in zip(keys, got, strict=True):
+                if record is not None:
+                    self._cache.keep_segment(key, record)
+        return got
 
     def _parse_item(self, key: str, item: Record | DamagedRecordError) -> Head:
         """A head from a scan (raises the DamagedRecordError of one that cannot be read)."""

@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 import secrets
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import quote, unquote
@@ -252,7 +252,10 @@ def _parse_head(record: Any, store: str, key: str) -> Head:
     created = _stamp(_field(doc, "created_at", str, "head text field"), "head text created_at")
     updated = _stamp(_field(doc, "updated_at", str, "head text field"), "head text updated_at")
     _field(doc, "metadata", dict, "head text field")
-    revision = SavedRevision(store, number, marks[0], marks[1])
+    token = record.get("token")
+    if token is not None and not isinstance(token, str):
+        raise _Bad(f"field 'token' is {json_type(token)} ({_short(token)}), not a string")
+    revision = SavedRevision(store, number, marks[0], marks[1], token)
     return Head(key, cid, revision, tuple(segments), doc, row, created, updated)
 
 
@@ -411,7 +414,7 @@ class SavePlan:
             payload = fold([*older, payload], drop_tombstones=not self.keep)
         segment_key = f"{self.key}~{self.revision}-{secrets.token_hex(4)}"
         segments = [*self.keep, (segment_key, _size(payload["nodes"], payload["removed"]))]
-        saved = changes.saved_as(store, self.revision)
+        saved = replace(changes.saved_as(store, self.revision), token=secrets.token_hex(6))
         head_doc = dict(changes.head)
         head_doc["storage"] = {
             "revision": saved.number,
@@ -424,6 +427,7 @@ class SavePlan:
             "kind": "head",
             "key": self.key,
             "revision": saved.number,
+            "token": saved.token,
             "created_at": _utc_text(state.created_at),
             "updated_at": _utc_text(state.updated_at),
             "meta": _storable(copy_json(state.metadata, "metadata")),

@@ -69,9 +69,12 @@ cannot be read."""
 
 
 class IfRevision(NamedTuple):
-    """Write mode: replace the record only if its ``revision`` field equals ``revision``."""
+    """Write mode: replace the record only if its ``revision`` field equals ``revision``
+    (and, when ``token`` is given, its ``token`` field equals ``token``: a head that was
+    deleted and written again since has the same revision but another token)."""
 
     revision: int
+    token: str | None = None
 
 
 PutMode = Literal["create", "overwrite"] | IfRevision
@@ -233,8 +236,10 @@ class RecordStore(ABC):
         segments: Mapping[str, Record],
         obsolete: Sequence[str] = (),
         texts: TextChanges | None = None,
+        token: str | None = None,
     ) -> None:
-        """A save: write ``segments``, then ``head`` if the stored head is at ``expect``.
+        """A save: write ``segments``, then ``head`` if the stored head is at ``expect``
+        (and carries ``token``, when given).
 
         ``expect`` is the revision the stored head must have (``None``: there
         must be no head). Segment keys are new and unique, so a refused commit
@@ -253,7 +258,7 @@ class RecordStore(ABC):
         for segment_key, segment in segments.items():
             await self.write(segment_key, segment, "create")
         try:
-            await self.write(key, head, mode_expecting(expect))
+            await self.write(key, head, mode_expecting(expect, token))
         except PreconditionFailed:
             for segment_key in segments:
                 await self.delete(segment_key)
@@ -331,9 +336,9 @@ def expected_revision(mode: PutMode) -> int | None:
     return mode.revision if isinstance(mode, IfRevision) else None
 
 
-def mode_expecting(expect: int | None) -> PutMode:
-    """The write mode of a commit's head: ``"create"`` for None, else ``IfRevision(expect)``."""
-    return "create" if expect is None else IfRevision(expect)
+def mode_expecting(expect: int | None, token: str | None = None) -> PutMode:
+    """The write mode of a commit's head: ``"create"`` for None, else ``IfRevision``."""
+    return "create" if expect is None else IfRevision(expect, token)
 
 
 def refusal(store: str, key: str, expect: int | None) -> PreconditionFailed:
@@ -343,15 +348,27 @@ def refusal(store: str, key: str, expect: int | None) -> PreconditionFailed:
     return PreconditionFailed(f"record {key!r} in {store} is not at revision {expect}", key=key)
 
 
-def check_expected(current: Record | None, expect: int | None, *, store: str, key: str) -> None:
+def check_expected(
+    current: Record | None,
+    expect: int | None,
+    *,
+    store: str,
+    key: str,
+    token: str | None = None,
+) -> None:
     """Raise `refusal()` unless ``current`` (the stored record) meets ``expect``.
 
-    ``expect`` None: there must be no record; an int: the record's ``revision`` is it.
+    ``expect`` None: there must be no record; an int: the record's ``revision`` is it
+    (and its ``token`` is ``token``, when given).
     """
     if expect is None:
         held = current is None
     else:
-        held = current is not None and current.get("revision") == expect
+        held = (
+            current is not None
+            and current.get("revision") == expect
+            and (token is None or current.get("token") == token)
+        )
     if not held:
         raise refusal(store, key, expect)
 

@@ -24,6 +24,7 @@ from ..query import TextChanges
 from ..records import (
     Capabilities,
     HeadItem,
+    IfRevision,
     PutMode,
     Record,
     RecordStore,
@@ -99,7 +100,8 @@ class DataknobsRecordStore(RecordStore):
         if mode == "overwrite":
             await self._upsert(key, record)
         else:
-            await self.commit(key, record, expect=expected_revision(mode), segments={})
+            token = mode.token if isinstance(mode, IfRevision) else None
+            await self.commit(key, record, expect=expected_revision(mode), segments={}, token=token)
 
     async def commit(
         self,
@@ -110,11 +112,12 @@ class DataknobsRecordStore(RecordStore):
         segments: Mapping[str, Record],
         obsolete: Sequence[str] = (),
         texts: TextChanges | None = None,
+        token: str | None = None,
     ) -> None:
         """Compare and write under an in-process lock per key (dataknobs-data has no
         conditional write); subclasses replace it with the database's own."""
         async with self._key_locks(key):
-            check_expected(await self.read(key), expect, store=self.name, key=key)
+            check_expected(await self.read(key), expect, store=self.name, key=key, token=token)
             for segment_key in segments:  # new keys: never overwrite one
                 check_expected(await self.read(segment_key), None, store=self.name, key=segment_key)
             for segment_key, segment in segments.items():

@@ -433,10 +433,11 @@ class FileRecordStore(DataknobsRecordStore):
         segments: Mapping[str, Fields],
         obsolete: Sequence[str] = (),
         texts: TextChanges | None = None,
+        token: str | None = None,
     ) -> None:
         lock = await self._lock(key)
         try:
-            await asyncio.to_thread(self._commit, key, head, expect, segments, obsolete)
+            await asyncio.to_thread(self._commit, key, head, expect, segments, obsolete, token)
         finally:
             lock.release()
 
@@ -447,11 +448,16 @@ class FileRecordStore(DataknobsRecordStore):
         expect: int | None,
         segments: Mapping[str, Fields],
         obsolete: Sequence[str],
+        token: str | None = None,
     ) -> None:
         files = self.files
         current = files._read_fields(files._path(key), key)
-        stored = None if current is None else {"revision": current[1].get("revision")}
-        check_expected(stored, expect, store=self.name, key=key)
+        stored = (
+            None
+            if current is None
+            else {"revision": current[1].get("revision"), "token": current[1].get("token")}
+        )
+        check_expected(stored, expect, store=self.name, key=key, token=token)
         for segment_key, segment in segments.items():
             files._write_file(files._path(segment_key), segment_key, Record(segment))
         files._write_file(files._path(key), key, Record(dict(head)))

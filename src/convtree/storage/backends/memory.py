@@ -24,6 +24,7 @@ from ..query import TextChanges
 from ..records import (
     Capabilities,
     HeadItem,
+    IfRevision,
     PutMode,
     Record,
     RecordStore,
@@ -71,7 +72,11 @@ class MemoryRecordStore(RecordStore):
         check_mode(mode)
         with self._mutex:
             if mode != "overwrite":
-                self._check(key, expected_revision(mode))
+                self._check(
+                    key,
+                    expected_revision(mode),
+                    mode.token if isinstance(mode, IfRevision) else None,
+                )
             self._records[key] = copy.deepcopy(record)
 
     async def delete(self, key: str) -> bool:
@@ -115,17 +120,18 @@ class MemoryRecordStore(RecordStore):
         segments: Mapping[str, Record],
         obsolete: Sequence[str] = (),
         texts: TextChanges | None = None,
+        token: str | None = None,
     ) -> None:
         with self._mutex:
-            self._check(key, expect)
+            self._check(key, expect, token)
             for segment_key, segment in segments.items():
                 self._records[segment_key] = copy.deepcopy(segment)
             self._records[key] = copy.deepcopy(head)
             for stale in obsolete:
                 self._records.pop(stale, None)
 
-    def _check(self, key: str, expect: int | None) -> None:
-        check_expected(self._records.get(key), expect, store=self.name, key=key)
+    def _check(self, key: str, expect: int | None, token: str | None = None) -> None:
+        check_expected(self._records.get(key), expect, store=self.name, key=key, token=token)
 
 
 def _meta_value(meta: Any, path: tuple[str, ...]) -> Any:

@@ -362,6 +362,7 @@ class PostgresRecordStore(DataknobsRecordStore):
         segments: Mapping[str, Record],
         obsolete: Sequence[str] = (),
         texts: TextChanges | None = None,
+        token: str | None = None,
     ) -> None:
         table = self.table
         upsert = self._upsert_sql()
@@ -382,10 +383,12 @@ class PostgresRecordStore(DataknobsRecordStore):
                 else:
                     status = await conn.execute(
                         f"UPDATE {table} SET data = $2::jsonb, updated_at = now() "
-                        "WHERE id = $1 AND (data->>'revision')::bigint = $3",
+                        "WHERE id = $1 AND (data->>'revision')::bigint = $3 "
+                        "AND ($4::text IS NULL OR data->>'token' = $4::text)",
                         key,
                         data,
                         expect,
+                        token,
                     )
                     if status != "UPDATE 1":
                         raise refusal(self.name, key, expect)

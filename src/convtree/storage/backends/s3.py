@@ -133,7 +133,8 @@ class S3RecordStore(DataknobsRecordStore):
         self.bucket = db._pool_config.bucket
         self.prefix = f"{db._pool_config.prefix}/"
         self.quarantine_prefix = quarantine_prefix or f"{self.prefix}quarantine/"
-        self._etags: dict[str, tuple[int, str]] = {}  # head key -> (revision, ETag)
+        # head key -> (revision, token, ETag)
+        self._etags: dict[str, tuple[int, str | None, str]] = {}
 
     def _object(self, key: str) -> str:
         return f"{self.prefix}{key}.json"
@@ -157,7 +158,8 @@ class S3RecordStore(DataknobsRecordStore):
         fields = self._fields(key, body)
         etag = response["ETag"]
         if fields.get("kind") == "head" and type(fields.get("revision")) is int:
-            self._etags[key] = (fields["revision"], etag)
+            token = fields.get("token")
+            self._etags[key] = (fields["revision"], token if isinstance(token, str) else None, etag)
         return fields, etag
 
     def _fields(self, key: str, body: bytes) -> Record:
@@ -195,7 +197,7 @@ class S3RecordStore(DataknobsRecordStore):
         if mode == "create":
             condition["IfNoneMatch"] = "*"
         elif isinstance(mode, IfRevision):
-            condition["IfMatch"] = await self._etag(key, mode.revision)
+            condition["IfMatch"] = await self._etag(key, mode.revision, mode.token)
         with _connection_errors(self.name):
             try:
                 response = await self.db.client.put_object(
@@ -214,14 +216,16 @@ class S3RecordStore(DataknobsRecordStore):
                     ) from None
                 raise
         if record.get("kind") == "head" and type(record.get("revision")) is int:
-            self._etags[key] = (record["revision"], response["ETag"])
+            self._etags[key] = (record["revision"], record.get("token"), response["ETag"])
 
-    async def _etag(self, key: str, revision: int) -> str:
+    async def _etag(self, key: str, revision: int, token: str | None = None) -> str:
         cached = self._etags.get(key)
-        if cached is not None and cached[0] == revision:
-            return cached[1]
+        if cached is not None and cached[0] == revision and token in (None, cached[1]):
+            return cached[2]
         got = await self._get(key)
-        check_expected(None if got is None else got[0], revision, store=self.name, key=key)
+        check_expected(
+            None if got is None else got[0], revision, store=self.name, key=key, token=token
+        )
         assert got is not None
         return got[1]
 

@@ -257,9 +257,10 @@ class SQLiteRecordStore(DataknobsRecordStore):
         segments: Mapping[str, Record],
         obsolete: Sequence[str] = (),
         texts: TextChanges | None = None,
+        token: str | None = None,
     ) -> None:
         statements: list[_Step] = [self._upsert_sql(k, r) for k, r in segments.items()]
-        statements.append(self._head_sql(key, head, expect))
+        statements.append(self._head_sql(key, head, expect, token))
         statements.extend((f"DELETE FROM {self.table} WHERE id = ?", [k], None) for k in obsolete)
         async with self._connection:
             await self._transaction(statements, key=key, texts=texts)
@@ -273,7 +274,9 @@ class SQLiteRecordStore(DataknobsRecordStore):
             None,
         )
 
-    def _head_sql(self, key: str, head: Record, expect: int | None) -> _Step:
+    def _head_sql(
+        self, key: str, head: Record, expect: int | None, token: str | None = None
+    ) -> _Step:
         """The conditional write of a head: create it (``expect`` None) or update it at
         revision ``expect``; refused unless it changes exactly one row."""
         data = json.dumps(head)
@@ -288,7 +291,11 @@ class SQLiteRecordStore(DataknobsRecordStore):
             f"UPDATE {self.table} SET data = ?, updated_at = CURRENT_TIMESTAMP "
             "WHERE id = ? AND json_extract(data, '$.revision') = ?"
         )
-        return sql, [data, key, expect], refusal(self.name, key, expect)
+        params: list[Any] = [data, key, expect]
+        if token is not None:
+            sql += " AND json_extract(data, '$.token') = ?"
+            params.append(token)
+        return sql, params, refusal(self.name, key, expect)
 
     async def _transaction(
         self,
