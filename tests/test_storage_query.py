@@ -493,7 +493,8 @@ def test_an_append_and_save_is_one_sqlite_transaction(tmp_path: Path) -> None:
                 await storage.save_conversation(state)
                 verbs = [s.split()[0].upper() for s in statements]
                 assert "SELECT" not in verbs, statements
-                assert verbs[0] == "BEGIN" and verbs[-1] == "COMMIT", statements
+                assert verbs[0] == "BEGIN", statements
+                assert verbs[-1] == "COMMIT", statements
                 assert verbs.count("BEGIN") == 1, statements
             await storage.records._conn().set_trace_callback(None)
             loaded = await storage.load_conversation("c")
