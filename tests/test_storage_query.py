@@ -532,3 +532,37 @@ def test_a_conversation_deleted_and_saved_again_elsewhere_is_a_conflict(
             assert [m.content for m in stored.get_current_messages()] == ["theirs"]
 
     run(main())
+
+
+# ---------------------------------------------------------------- path loads
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_load_path_is_the_loaded_conversations_path(
+    backend: str, url_of: Callable[[str], str]
+) -> None:
+    from convtree import NodeNotFoundError
+
+    async def main() -> None:
+        async with open_storage(url_of(backend)) as storage:
+            state = _branchy("p", ["a", "b", "c", "d"])
+            await storage.save_conversation(state)
+            for i in range(30):  # several segments, merged along the way
+                state.add_message("user" if i % 2 else "assistant", f"turn {i}")
+                await storage.save_conversation(state)
+            state.add_alternative("assistant", "regenerated at the end")
+            await storage.save_conversation(state)
+            loaded = await storage.load_conversation("p")
+            assert loaded is not None
+            for ref in (None, state.get_path()[3].node_id, state.root.node_id):
+                path = await storage.load_path("p", ref)
+                assert path is not None
+                expected = loaded.get_path(ref)
+                assert [n.node_id for n in path] == [n.node_id for n in expected]
+                assert [n.message for n in path] == [n.message for n in expected]
+                assert [n.metadata for n in path] == [n.metadata for n in expected]
+            assert await storage.load_path("absent") is None
+            with pytest.raises(NodeNotFoundError, match="nope"):
+                await storage.load_path("p", "nope")
+
+    run(main())

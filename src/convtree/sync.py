@@ -106,6 +106,7 @@ class SyncStorage:
 
     save_conversation = _blocking(ConversationStorage.save_conversation)
     load_conversation = _blocking(ConversationStorage.load_conversation)
+    load_path = _blocking(ConversationStorage.load_path)
     delete_conversation = _blocking(ConversationStorage.delete_conversation)
     exists = _blocking(ConversationStorage.exists)
     list_summaries = _blocking(ConversationStorage.list_summaries)

@@ -32,6 +32,7 @@ from ..errors import (
     StorageError,
     StorageUnavailableError,
 )
+from ..node import ConversationNode
 from ..state import ConversationState
 from ._cache import RecordCache
 from ._locks import KeyLocks
@@ -46,6 +47,7 @@ from .layout import (
     fold,
     parse_head,
     parse_segment,
+    path_from_records,
     plan_save,
     record_id,
     state_from_records,
@@ -169,6 +171,41 @@ class DataknobsConversationStorage(ConversationStorage):
             )
 
         return await self._reading(f"loading conversation {conversation_id!r}", once)
+
+    async def load_path(
+        self, conversation_id: str, ref: str | None = None
+    ) -> list[ConversationNode] | None:
+        """The nodes from the root to the cursor of a stored conversation, without its tree.
+
+        What a chat service reads on every turn: the active path (or the path to
+        node ``ref``), as `ConversationState.get_path()` would return it from the
+        loaded conversation, at the cost of reading the records and building only
+        the path's nodes. ``None`` when there is no such conversation.
+
+        Raises:
+            NodeNotFoundError: ``ref`` names no node of the conversation.
+            DamagedRecordError: a record of it cannot be read.
+        """
+        self._check_open()
+        key = record_id(conversation_id)
+
+        async def once() -> list[ConversationNode] | None:
+            for attempt in range(_LOAD_ATTEMPTS):
+                head = await self._head(key, conversation_id)
+                if head is None:
+                    return None
+                records = await self._read_segments(conversation_id, [k for k, _ in head.segments])
+                missing = [k for (k, _), r in zip(head.segments, records, strict=True) if r is None]
+                if not missing:
+                    return path_from_records(head, records, self.name, ref)
+                await self._vanished(head, missing)
+                await _backoff(attempt)
+            raise StorageError(  # pragma: no cover - needs 20 saves during one read
+                f"conversation {conversation_id!r} in {self.name}: its head moved on "
+                f"{_LOAD_ATTEMPTS} times while it was being read; read it again"
+            )
+
+        return await self._reading(f"reading the path of {conversation_id!r}", once)
 
     async def list_summaries(
         self,

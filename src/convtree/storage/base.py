@@ -10,6 +10,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from ..errors import StorageError
+from ..node import ConversationNode
 from ..state import ConversationState
 
 if TYPE_CHECKING:
@@ -110,6 +111,18 @@ class ConversationStorage(ABC):
     @abstractmethod
     async def load_conversation(self, conversation_id: str) -> ConversationState | None:
         """The stored conversation, or ``None`` when there is none with this id."""
+
+    async def load_path(
+        self, conversation_id: str, ref: str | None = None
+    ) -> list[ConversationNode] | None:
+        """The nodes from the root to the cursor (or to node ``ref``); ``None`` if absent.
+
+        The default loads the whole conversation;
+        [`DataknobsConversationStorage`][convtree.DataknobsConversationStorage] builds
+        only the path.
+        """
+        state = await self.load_conversation(conversation_id)
+        return None if state is None else state.get_path(ref)
 
     @abstractmethod
     async def delete_conversation(self, conversation_id: str) -> bool:

@@ -20,6 +20,7 @@ trip exact on every backend (NUL, NaN, -0.0, big ints, key order).
 
 from __future__ import annotations
 
+import itertools
 import math
 import secrets
 from collections.abc import Mapping, Sequence
@@ -28,9 +29,16 @@ from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import quote, unquote
 
-from .._json import copy_json, json_text
+from .._json import copy_json, gc_paused, json_text
 from ..changes import ChangeSet, SavedRevision
-from ..errors import DamagedRecordError, FormatError, SchemaVersionError, StorageError
+from ..errors import (
+    DamagedRecordError,
+    FormatError,
+    NodeNotFoundError,
+    SchemaVersionError,
+    StorageError,
+)
+from ..node import ConversationNode
 from ..state import ConversationState
 from .base import ConversationSummary
 from .records import decode_json, json_type
@@ -346,11 +354,12 @@ def state_from_records(
         SchemaVersionError: a newer major version ("upgrade convtree to read it").
     """
     cid = head.conversation_id
-    parsed = [
-        parse_segment(record, store, cid, key, head=head)
-        for (key, _), record in zip(head.segments, segments, strict=True)
-    ]
-    folded = fold(parsed, drop_tombstones=True)
+    with gc_paused():
+        parsed = [
+            parse_segment(record, store, cid, key, head=head)
+            for (key, _), record in zip(head.segments, segments, strict=True)
+        ]
+        folded = fold(parsed, drop_tombstones=True)
     doc = dict(head.document)
     doc["nodes"] = folded["nodes"]
     doc["edges"] = folded["edges"]
@@ -373,6 +382,52 @@ def state_from_records(
         ) from None
     state.mark_saved(head.revision)
     return state
+
+
+def path_from_records(
+    head: Head,
+    segments: Sequence[dict[str, Any] | None],
+    store: str,
+    ref: str | None = None,
+) -> list[ConversationNode]:
+    """The path from the root to the cursor (or to node ``ref``), built from records.
+
+    Only the path's nodes are validated and built: the document is cut down to
+    them and loaded as a conversation of its own (same checks as a full load).
+
+    Raises:
+        NodeNotFoundError: ``ref`` names no node.
+        DamagedRecordError: a record cannot be read, or the path is not valid.
+    """
+    cid = head.conversation_id
+    with gc_paused():
+        parsed = [
+            parse_segment(record, store, cid, key, head=head)
+            for (key, _), record in zip(head.segments, segments, strict=True)
+        ]
+        folded = fold(parsed, drop_tombstones=True)
+    nodes = {node["node_id"]: node for node in folded["nodes"]}
+    parent = {child: up for up, child in folded["edges"]}
+    target = head.document.get("current_node_id") if ref is None else ref
+    if not isinstance(target, str) or target not in nodes:
+        if ref is not None:
+            raise NodeNotFoundError(f"no node {ref!r} in conversation {cid!r} in {store}", ref=ref)
+        raise damaged_error(store, head.key, f"its cursor {target!r} names no node", cid=cid)
+    path = [target]
+    while path[-1] in parent and len(path) <= len(nodes):
+        path.append(parent[path[-1]])
+    path.reverse()
+    doc = {k: v for k, v in head.document.items() if k != "active_children"}
+    doc["nodes"] = [nodes[node_id] for node_id in path if node_id in nodes]
+    doc["edges"] = [[a, b] for a, b in itertools.pairwise(path)]
+    doc["current_node_id"] = target
+    try:
+        state = ConversationState.from_dict(doc)
+    except (FormatError, TypeError, ValueError, KeyError, AttributeError, RecursionError) as exc:
+        raise damaged_error(
+            store, head.key, f"its nodes do not form a valid conversation: {exc}", cid=cid
+        ) from None
+    return state.get_path()
 
 
 @dataclass(frozen=True)

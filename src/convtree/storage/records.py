@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Literal, NamedTuple
 
+from .._json import gc_paused
 from ..errors import DamagedRecordError, PreconditionFailed, StorageError
 from .filters import Condition
 from .query import HeadQuery, SortedHead, TextChanges
@@ -422,7 +423,10 @@ def decode_json(raw: bytes | bytearray | memoryview | str) -> Any:
     if not text.strip():
         raise ValueError(f"empty ({len(text)} characters of white space)")
     try:
-        return json.loads(text)
+        if len(text) < 65536:
+            return json.loads(text)
+        with gc_paused():  # a large record: tens of thousands of objects at once
+            return json.loads(text)
     except json.JSONDecodeError as exc:
         if exc.pos >= len(text.rstrip()) or exc.msg.startswith("Unterminated"):
             raise ValueError(
