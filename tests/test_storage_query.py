@@ -566,3 +566,37 @@ def test_load_path_is_the_loaded_conversations_path(
                 await storage.load_path("p", "nope")
 
     run(main())
+
+
+# ---------------------------------------------------------------- bulk saves
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_save_many_saves_new_and_stored_conversations(
+    backend: str, url_of: Callable[[str], str]
+) -> None:
+    from convtree import ConflictError
+
+    async def main() -> None:
+        async with open_storage(url_of(backend)) as storage:
+            old = _branchy("old", ["a", "b", "c", "d"])
+            await storage.save_conversation(old)
+            old.add_message("user", "appended in the batch")
+            states = [old] + [_branchy(f"n{i:03d}", ["x", f"w{i}", "y", "z"]) for i in range(300)]
+            assert await storage.save_many(states) == 301
+            assert await storage.count_conversations() == 301
+            for state in (old, states[1], states[-1]):
+                assert await storage.load_conversation(state.conversation_id) == state
+                assert state.saved_revision is not None
+            assert [r.conversation_id for r in await storage.list_summaries(search="w299")] == [
+                "n299"
+            ]
+            states[5].add_message("user", "then saved alone")  # saved states save on
+            await storage.save_conversation(states[5])
+            stranger = _branchy("n007", ["other", "other", "other", "other"])
+            with pytest.raises(ConflictError):
+                await storage.save_many([stranger])
+            assert await storage.save_many([stranger], overwrite=True) == 1
+            assert await storage.load_conversation("n007") == stranger
+
+    run(main())

@@ -105,6 +105,7 @@ class SyncStorage:
         return str(getattr(self._storage, "compare_and_set", "unknown"))
 
     save_conversation = _blocking(ConversationStorage.save_conversation)
+    save_many = _blocking(ConversationStorage.save_many)
     load_conversation = _blocking(ConversationStorage.load_conversation)
     load_path = _blocking(ConversationStorage.load_path)
     delete_conversation = _blocking(ConversationStorage.delete_conversation)

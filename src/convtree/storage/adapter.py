@@ -17,7 +17,7 @@ import asyncio
 import random
 import sys
 import warnings
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -62,7 +62,7 @@ from .query import (
     text_changes,
     utc_text,
 )
-from .records import Record, RecordStore
+from .records import CommitItem, Record, RecordStore
 
 if TYPE_CHECKING:
     from dataknobs_data import AsyncDatabase
@@ -78,6 +78,7 @@ _UNAVAILABLE_ATTEMPTS = 4
 _MISSING_READS = 3  # a segment missing while its head stays at one revision: damaged
 _PACKAGE = str(Path(__file__).resolve().parent.parent)
 _SAVE_ATTEMPTS = 1000  # each failed attempt means another writer's save succeeded
+_BATCH = 256  # conversations per transaction in save_many
 _SEARCH_INDEX = "search_index"
 _SEARCH_INDEX_VERSION = "1"  # texts of every message, case-folded
 
@@ -367,10 +368,16 @@ class DataknobsConversationStorage(ConversationStorage):
         self._check_open()
         if not isinstance(state, ConversationState):
             raise TypeError(f"save_conversation takes a ConversationState, got {type(state)!r}")
+        await self._save(state, full=full, overwrite=overwrite)
+
+    async def _save(
+        self, state: ConversationState, *, full: bool, overwrite: bool, unsure: bool = False
+    ) -> None:
+        """`save_conversation()`; ``unsure``: an earlier write of it may have happened."""
         cid = state.conversation_id
         key = record_id(cid)
         async with self._locks(key):
-            unavailable = 0
+            unavailable = 1 if unsure else 0
             for attempt in range(_SAVE_ATTEMPTS):
                 try:
                     if await self._save_once(
@@ -492,6 +499,81 @@ class DataknobsConversationStorage(ConversationStorage):
             self._cache.keep_segment(segment_key, segment)
         state.mark_saved(revision)
         return True
+
+    async def save_many(
+        self, states: Iterable[ConversationState], *, overwrite: bool = False
+    ) -> int:
+        """Save many conversations: new ones in batches, one transaction per batch.
+
+        For bulk imports. Conversations not stored yet are written 256 at a
+        time, in one transaction on SQLite and PostgreSQL (and with the batch's
+        heads read at once); anything else (a conversation already stored, a
+        batch a concurrent writer interfered with) goes through
+        `save_conversation()`, with its rules (``overwrite``
+        to replace). Each conversation is saved whole or not at all.
+
+        Returns:
+            How many conversations were saved.
+        """
+        self._check_open()
+        batch: list[ConversationState] = []
+        saved = 0
+        for state in states:
+            if not isinstance(state, ConversationState):
+                raise TypeError(f"save_many takes ConversationStates, got {type(state)!r}")
+            batch.append(state)
+            if len(batch) == _BATCH:
+                saved += await self._save_batch(batch, overwrite)
+                batch = []
+        if batch:
+            saved += await self._save_batch(batch, overwrite)
+        return saved
+
+    async def _save_batch(self, states: list[ConversationState], overwrite: bool) -> int:
+        keys = [record_id(s.conversation_id) for s in states]
+        rest: list[ConversationState] = []
+        fresh: list[tuple[ConversationState, str]] = []
+        if self.records.capabilities.atomic_commit and len(set(keys)) == len(keys):
+            try:
+                heads = await self._reading("reading heads", lambda: self.records.read_many(keys))
+            except DamagedRecordError:
+                heads = [{} for _ in keys]  # let save_conversation sort it out
+            for state, key, head in zip(states, keys, heads, strict=True):
+                if head is None and state.saved_revision is None:
+                    fresh.append((state, key))
+                else:
+                    rest.append(state)
+        else:
+            rest = list(states)
+        if fresh:
+            items = []
+            for state, key in fresh:
+                changes = state.changes(full=True)
+                plan = plan_save(changes, key, None)
+                head, segments, revision = plan.records(state, self.name, [])
+                texts = None
+                if self.records.capabilities.query:
+                    texts = text_changes(changes.nodes, (), full=True)
+                items.append(CommitItem(key, head, segments, texts, revision))
+            unsure: list[ConversationState] = []
+            try:
+                written = await self.records.commit_new(items)
+            except PreconditionFailed:
+                written = [False] * len(items)  # one exists meanwhile: nothing was written
+            except StorageUnavailableError:
+                written = [False] * len(items)
+                unsure = [state for state, _ in fresh]
+            for (state, key), item, done in zip(fresh, items, written, strict=True):
+                if done:
+                    state.mark_saved(item.revision)
+                    self._cache.keep_head(parse_head(item.head, self.name, key))
+                elif not unsure:
+                    rest.append(state)  # one by one, with their rules
+            for state in unsure:  # written or not: a save that knows it may have been
+                await self._save(state, full=False, overwrite=overwrite, unsure=True)
+        for state in rest:
+            await self.save_conversation(state, overwrite=overwrite)
+        return len(states)
 
     async def delete_conversation(self, conversation_id: str) -> bool:
         """Delete a conversation and every record of it; ``True`` if it existed.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import TracebackType
@@ -107,6 +107,21 @@ class ConversationStorage(ABC):
         store replaces a stored conversation of the same id only with
         ``overwrite=True``.
         """
+
+    async def save_many(
+        self, states: Iterable[ConversationState], *, overwrite: bool = False
+    ) -> int:
+        """Save many conversations (a bulk import); how many were saved.
+
+        The default saves them one by one;
+        [`DataknobsConversationStorage`][convtree.DataknobsConversationStorage] writes
+        new ones in batches, one transaction each on SQL backends.
+        """
+        count = 0
+        for state in states:
+            await self.save_conversation(state, overwrite=overwrite)
+            count += 1
+        return count
 
     @abstractmethod
     async def load_conversation(self, conversation_id: str) -> ConversationState | None:

@@ -44,6 +44,7 @@ from .query import HeadQuery, SortedHead, TextChanges
 
 __all__ = [
     "Capabilities",
+    "CommitItem",
     "HeadItem",
     "IfRevision",
     "PutMode",
@@ -119,6 +120,17 @@ class Capabilities:
     quarantine: bool = False
     query: bool = False
     search: str = "scan: reads every candidate conversation"
+
+
+@dataclass(frozen=True)
+class CommitItem:
+    """One new conversation of a batch: its head, its segments, its search texts."""
+
+    key: str
+    head: Record
+    segments: Mapping[str, Record]
+    texts: TextChanges | None
+    revision: Any  # the SavedRevision the records make
 
 
 class RecordStore(ABC):
@@ -266,6 +278,26 @@ class RecordStore(ABC):
             raise
         for stale in obsolete:
             await self.delete(stale)
+
+    async def commit_new(self, items: Sequence[CommitItem]) -> list[bool]:
+        """Create several conversations that are not stored yet (``save_many``);
+        which were written.
+
+        Stores with transactions write them all at once, or nothing (raising
+        `PreconditionFailed` if one exists meanwhile). The default commits them
+        one by one and answers ``False`` for those that existed.
+        """
+        written = []
+        for item in items:
+            try:
+                await self.commit(
+                    item.key, item.head, expect=None, segments=item.segments, texts=item.texts
+                )
+            except PreconditionFailed:
+                written.append(False)
+            else:
+                written.append(True)
+        return written
 
     async def quarantine(self, key: str) -> str:
         """Move the record's stored bytes out of the store's key space, unchanged.

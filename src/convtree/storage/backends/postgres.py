@@ -35,11 +35,12 @@ from urllib.parse import unquote, urlsplit
 from dataknobs_data.backends.postgres import AsyncPostgresDatabase
 from dataknobs_data.backends.sql_base import SQLQueryBuilder
 
-from ...errors import StorageError, StorageUnavailableError
+from ...errors import PreconditionFailed, StorageError, StorageUnavailableError
 from ..filters import Condition
 from ..query import HeadQuery, SortedHead, TextChanges
 from ..records import (
     Capabilities,
+    CommitItem,
     HeadItem,
     Record,
     decode_record,
@@ -352,6 +353,48 @@ class PostgresRecordStore(DataknobsRecordStore):
     async def _upsert(self, key: str, record: Record) -> None:
         with _connection_errors(self.name):
             await self._pool().execute(self._upsert_sql(), key, json.dumps(record))
+
+    async def commit_new(self, items: Sequence[CommitItem]) -> list[bool]:
+        """All in one transaction, statements batched (``executemany``)."""
+        insert = (
+            f"INSERT INTO {self.table} (id, data, metadata, created_at, updated_at) "
+            "VALUES ($1, $2::jsonb, NULL, now(), now()) ON CONFLICT (id) DO NOTHING"
+        )
+        rows = [(k, json.dumps(r)) for item in items for k, r in item.segments.items()]
+        rows += [(item.key, json.dumps(item.head)) for item in items]
+        keys = [key for key, _ in rows]
+        _, _, upsert = self.dialect.text_sql()
+        texts = [
+            (item.key, node, body)
+            for item in items
+            if item.texts is not None
+            for node, body in item.texts.texts.items()
+        ]
+        with _connection_errors(self.name):
+            async with self._pool().acquire() as conn, conn.transaction():
+                existing = await conn.fetchval(
+                    f"SELECT count(*) FROM {self.table} WHERE id = ANY($1::text[])", keys
+                )
+                if existing:
+                    raise PreconditionFailed(
+                        f"{self.name}: a conversation of the batch exists already"
+                    )
+                await conn.executemany(insert, rows)
+                if texts:
+                    await conn.executemany(upsert, texts)
+                # Another writer may have inserted one between the check and the insert:
+                # then ours was skipped (DO NOTHING) and the stored head is not ours.
+                mine = await conn.fetchval(
+                    f"SELECT count(*) FROM {self.table} WHERE id = ANY($1::text[]) "
+                    "AND data->>'token' = ANY($2::text[])",
+                    [item.key for item in items],
+                    [item.head["token"] for item in items],
+                )
+                if mine != len(items):
+                    raise PreconditionFailed(
+                        f"{self.name}: a conversation of the batch was created meanwhile"
+                    )
+        return [True] * len(items)
 
     async def commit(
         self,

@@ -34,6 +34,7 @@ from ..filters import Condition
 from ..query import HeadQuery, SortedHead, TextChanges
 from ..records import (
     Capabilities,
+    CommitItem,
     HeadItem,
     Record,
     decode_record,
@@ -296,6 +297,39 @@ class SQLiteRecordStore(DataknobsRecordStore):
             sql += " AND json_extract(data, '$.token') = ?"
             params.append(token)
         return sql, params, refusal(self.name, key, expect)
+
+    async def commit_new(self, items: Sequence[CommitItem]) -> list[bool]:
+        """All in one transaction, statements batched (``executemany``)."""
+        insert = (
+            f"INSERT INTO {self.table} (id, data, metadata, created_at, updated_at) "
+            "VALUES (?, ?, NULL, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP) ON CONFLICT(id) DO NOTHING"
+        )
+        segments = [(k, json.dumps(r)) for item in items for k, r in item.segments.items()]
+        heads = [(item.key, json.dumps(item.head)) for item in items]
+        _, _, upsert = self.dialect.text_sql()
+        texts = [
+            (item.key, node, body)
+            for item in items
+            if item.texts is not None
+            for node, body in item.texts.texts.items()
+        ]
+        async with self._connection:
+            conn = self._conn()
+            with self._errors():
+                await conn.execute("BEGIN IMMEDIATE")
+                try:
+                    cursor = await conn.executemany(insert, segments + heads)
+                    if cursor.rowcount != len(segments) + len(heads):
+                        raise PreconditionFailed(
+                            f"{self.name}: a conversation of the batch exists already"
+                        )
+                    if texts:
+                        await conn.executemany(upsert, texts)
+                    await conn.commit()
+                except BaseException:
+                    await conn.rollback()
+                    raise
+        return [True] * len(items)
 
     async def _transaction(
         self,
