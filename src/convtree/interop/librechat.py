@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 from ..errors import FormatError
 from ..format import CURRENT_SCHEMA_VERSION
@@ -40,6 +40,7 @@ from ._fields import (
     MODES,
     Field,
     FieldMap,
+    Mode,
     View,
     iso_z,
     message_field,
@@ -52,7 +53,16 @@ from ._fields import (
 )
 from ._source import Dest, Reader, Source, write_array
 
-__all__ = ["FORMAT", "NO_PARENT", "from_dict", "looks_like", "read", "to_dict", "write"]
+__all__ = [
+    "FORMAT",
+    "NO_PARENT",
+    "Mode",
+    "from_dict",
+    "looks_like",
+    "read",
+    "to_dict",
+    "write",
+]
 
 FORMAT = "librechat"
 """The format's name: the key of its metadata and the value of ``metadata["source"]``."""
@@ -254,9 +264,9 @@ def from_dict(obj: Mapping[str, Any]) -> ConversationState:
     ``role`` field, when there is one, wins; without ``isCreatedByUser``, a
     ``sender`` named "user" is the user, as LibreChat's importer reads it);
     ``sender`` becomes the author name. The cursor is the newest leaf (by
-    ``createdAt``; the later in the file on a tie). A message without
-    ``createdAt`` gets the conversation's time: its ``createdAt``, else the
-    oldest message's, else 1970-01-01.
+    ``createdAt``; the later one depth-first on a tie). A message without
+    ``createdAt`` gets its parent's time (a first message: the conversation's:
+    its ``createdAt``, else the oldest message's, else 1970-01-01).
 
     Raises:
         FormatError: not a LibreChat conversation, or a broken one (a duplicate
@@ -298,11 +308,18 @@ def from_dict(obj: Mapping[str, Any]) -> ConversationState:
         else max([created, *stamps])
     )
 
+    # A message without a time takes its parent's (a first message: the conversation's).
+    for message_id in preorder:
+        item = items[message_id]
+        if item.stamp is None:
+            item.stamp = created if item.parent is None else items[item.parent].stamp
+
     cursor: str | None = ext_cursor
     if cursor is None:
         best: datetime | None = None
         for message_id in preorder:
-            stamp = items[message_id].stamp or created
+            stamp = items[message_id].stamp
+            assert stamp is not None
             if not children.get(message_id) and (best is None or stamp >= best):
                 cursor, best = message_id, stamp
     if cursor is None:
@@ -319,7 +336,7 @@ def from_dict(obj: Mapping[str, Any]) -> ConversationState:
     for message_id in preorder:
         item = items[message_id]
         paths[message_id] = item.path
-        nodes.append(_node(message_id, item, fields, conversation_id, created))
+        nodes.append(_node(message_id, item, fields, conversation_id))
         edges.extend([message_id, kid] for kid in children.get(message_id, ()))
 
     title = _text_or_none(obj.get("title"))
@@ -492,9 +509,7 @@ def _read_extension(
     return root_id, message_root, cursor
 
 
-def _node(
-    message_id: str, item: _Item, fields: FieldMap, conversation_id: str, created: datetime
-) -> dict[str, Any]:
+def _node(message_id: str, item: _Item, fields: FieldMap, conversation_id: str) -> dict[str, Any]:
     msg, path = item.msg, item.path
     text = msg.get("text")
     if text is not None and not isinstance(text, str):
@@ -508,7 +523,8 @@ def _node(
     name = _text_or_none(msg.get("sender"))
     model = _text_or_none(msg.get("model"))
     content = _read_content(msg, None)
-    stamp = item.stamp or created
+    stamp = item.stamp
+    assert stamp is not None
     values = {
         "parent": item.parent,
         "conversation": conversation_id,
@@ -518,7 +534,7 @@ def _node(
         "timestamp": stamp,
         "model": model,
     }
-    ns = fields.kept(msg, values, _Ctx(conversation_id, role, model, created))
+    ns = fields.kept(msg, values, _Ctx(conversation_id, role, model, stamp))
     message: dict[str, Any] = {"role": role, "content": content}
     if name is not None:
         message["name"] = name
@@ -553,8 +569,25 @@ def read(source: Source, *, errors: Literal["skip", "raise"] = "skip") -> Reader
 # ---------------------------------------------------------------------- write
 
 
+@overload
 def to_dict(
-    state: ConversationState, *, mode: str = "tree", recursive: bool = False
+    state: ConversationState,
+    *,
+    mode: Literal["tree", "active"] = "tree",
+    recursive: bool = False,
+) -> dict[str, Any]: ...
+@overload
+def to_dict(
+    state: ConversationState, *, mode: Literal["branches"], recursive: bool = False
+) -> list[dict[str, Any]]: ...
+@overload
+def to_dict(
+    state: ConversationState, *, mode: Mode, recursive: bool = False
+) -> dict[str, Any] | list[dict[str, Any]]: ...
+
+
+def to_dict(
+    state: ConversationState, *, mode: Mode = "tree", recursive: bool = False
 ) -> dict[str, Any] | list[dict[str, Any]]:
     """Write a conversation as a LibreChat export.
 
@@ -684,7 +717,7 @@ def write(
     states: Iterable[ConversationState],
     dest: Dest,
     *,
-    mode: str = "tree",
+    mode: Mode = "tree",
     recursive: bool = False,
 ) -> int:
     """Write conversations as a JSON array of LibreChat exports.

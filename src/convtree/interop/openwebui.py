@@ -34,7 +34,7 @@ import json
 import math
 from collections.abc import Iterable, Mapping
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 from .._json import copy_json
 from ..errors import FormatError
@@ -48,6 +48,7 @@ from ._fields import (
     MODES,
     Field,
     FieldMap,
+    Mode,
     View,
     epoch_seconds,
     message_field,
@@ -62,7 +63,17 @@ from ._fields import (
 )
 from ._source import Dest, Reader, Source, write_array
 
-__all__ = ["FORMAT", "ROOT_ID", "from_dict", "looks_like", "read", "to_dict", "write"]
+__all__ = [
+    "FORMAT",
+    "ROOT_ID",
+    "Mode",
+    "Shape",
+    "from_dict",
+    "looks_like",
+    "read",
+    "to_dict",
+    "write",
+]
 
 FORMAT = "openwebui"
 """The format's name: the key of its metadata and the value of ``metadata["source"]``."""
@@ -71,6 +82,7 @@ ROOT_ID = "root"
 """Id of the message-less root a chat gets (``root-1``, ... if a message has that id)."""
 
 Shape = Literal["row", "chat"]
+"""A chat row (``{id, user_id, title, chat, ...}``) or the bare ``chat`` object."""
 _DEFAULT_TITLE = "New Chat"  # what Open WebUI names a chat without a title
 
 
@@ -216,8 +228,9 @@ def from_dict(obj: Mapping[str, Any]) -> ConversationState:
     Times: a message's ``timestamp`` and the row's ``created_at`` /
     ``updated_at`` are epoch seconds (milliseconds, microseconds or nanoseconds
     are recognised by their size, ISO 8601 text is read too). A message without
-    a time gets the conversation's ``created_at``; a conversation without one
-    gets the chat's ``timestamp``, else its oldest message's, else 1970-01-01.
+    a time gets its parent's (a first message: the conversation's); a
+    conversation without ``created_at`` gets the chat's ``timestamp`` (milliseconds),
+    else its oldest message's, else 1970-01-01.
 
     Raises:
         FormatError: the object is not an Open WebUI chat, or its tree is broken
@@ -271,6 +284,14 @@ def from_dict(obj: Mapping[str, Any]) -> ConversationState:
         updated = parse_time(row["updated_at"], "updated_at")
     else:
         updated = max([created, *known])
+    # A message without a time takes its parent's (a first message: the chat's).
+    stamps: dict[str, datetime] = {}
+    for key in tree.preorder:
+        own = times[key]
+        if own is None:
+            up = tree.parent[key]
+            own = created if up is None else stamps[up]
+        stamps[key] = own
     title_source = row if row is not None else chat
     title = _text_or_none(title_source.get("title"))
 
@@ -294,7 +315,7 @@ def from_dict(obj: Mapping[str, Any]) -> ConversationState:
             raise FormatError(
                 "currentId must be a message id or null", path=path_key(history_at, "currentId")
             )
-        cursor = _newest_leaf_id(tree, created) or root_id
+        cursor = _newest_leaf_id(tree, stamps) or root_id
         if current is MISSING:
             absent.append("currentId")
         else:
@@ -316,7 +337,7 @@ def from_dict(obj: Mapping[str, Any]) -> ConversationState:
         msg = messages[key]
         where = paths[key] = path_key(messages_at, key)
         kids = tree.children.get(key, [])
-        nodes.append(_node(key, msg, where, kids, tree.parent[key], times[key], created))
+        nodes.append(_node(key, msg, where, kids, tree.parent[key], stamps[key]))
         edges.extend([key, kid] for kid in kids)
 
     ns_conv: dict[str, Any] = {"shape": shape}
@@ -531,14 +552,12 @@ def _keep_id(ns: dict[str, Any], raw: Any, conversation_id: str) -> None:
         ns["id"] = raw
 
 
-def _newest_leaf_id(tree: _Tree, fallback: datetime) -> str | None:
+def _newest_leaf_id(tree: _Tree, stamps: Mapping[str, datetime]) -> str | None:
+    """The leaf created last (the later one depth-first on a tie), if any."""
     best: str | None = None
-    best_time = fallback
     for key in tree.preorder:
-        if not tree.children.get(key):
-            stamp = tree.times[key] or fallback
-            if best is None or stamp >= best_time:
-                best, best_time = key, stamp
+        if not tree.children.get(key) and (best is None or stamps[key] >= stamps[best]):
+            best = key
     return best
 
 
@@ -548,8 +567,7 @@ def _node(
     where: str,
     kids: list[str],
     up: str | None,
-    stamp: datetime | None,
-    created: datetime,
+    stamp: datetime,
 ) -> dict[str, Any]:
     content = msg.get("content")
     if not (
@@ -571,12 +589,12 @@ def _node(
         "children": kids,
         "role": role,
         "content": content,
-        "timestamp": stamp or created,
+        "timestamp": stamp,
         "model": model,
         "usage": usage,
         "name": name,
     }
-    ns = _MESSAGE.kept(msg, values, _Ctx(key, kids, created))
+    ns = _MESSAGE.kept(msg, values, _Ctx(key, kids, stamp))
     message: dict[str, Any] = {"role": role, "content": content}
     if name is not None:
         message["name"] = name
@@ -589,7 +607,7 @@ def _node(
     return {
         "node_id": key,
         "message": message,
-        "timestamp": (stamp or created).isoformat(),
+        "timestamp": stamp.isoformat(),
         "metadata": metadata,
     }
 
@@ -613,8 +631,25 @@ def read(source: Source, *, errors: Literal["skip", "raise"] = "skip") -> Reader
 # ---------------------------------------------------------------------- write
 
 
+@overload
 def to_dict(
-    state: ConversationState, *, mode: str = "tree", shape: Shape | None = None
+    state: ConversationState,
+    *,
+    mode: Literal["tree", "active"] = "tree",
+    shape: Shape | None = None,
+) -> dict[str, Any]: ...
+@overload
+def to_dict(
+    state: ConversationState, *, mode: Literal["branches"], shape: Shape | None = None
+) -> list[dict[str, Any]]: ...
+@overload
+def to_dict(
+    state: ConversationState, *, mode: Mode, shape: Shape | None = None
+) -> dict[str, Any] | list[dict[str, Any]]: ...
+
+
+def to_dict(
+    state: ConversationState, *, mode: Mode = "tree", shape: Shape | None = None
 ) -> dict[str, Any] | list[dict[str, Any]]:
     """Write a conversation as an Open WebUI chat.
 
@@ -828,7 +863,7 @@ def write(
     states: Iterable[ConversationState],
     dest: Dest,
     *,
-    mode: str = "tree",
+    mode: Mode = "tree",
     shape: Shape | None = None,
 ) -> int:
     """Write conversations as an Open WebUI "export all" file (a JSON array of chats).
