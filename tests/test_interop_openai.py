@@ -837,7 +837,11 @@ BAD_ITEMS: list[tuple[Any, str, str]] = [
     ([{"type": "message", "role": "tool", "content": "x"}], "items[0].role", "one of user"),
     ([{"role": "user"}], "items[0].content", "needs content"),
     ([{"role": "user", "content": [{"text": "x"}]}], "items[0].content[0].type", "missing"),
-    ([{"role": "user", "content": [{"type": "input_text"}]}], "items[0].content[0].text", "missing text"),
+    (
+        [{"role": "user", "content": [{"type": "input_text"}]}],
+        "items[0].content[0].text",
+        "missing text",
+    ),
     ([{"role": "user", "content": 1}], "items[0].content", "string or a list"),
     (
         [ITEMS["easy message"], {"type": "function_call", "call_id": "c", "name": "f"}],
