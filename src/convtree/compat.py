@@ -41,7 +41,7 @@ __all__ = [
 SCHEMA_VERSION: Final = CURRENT_SCHEMA_VERSION
 """dataknobs-llm's name for the schema version ``to_dict()`` writes (there ``"1.1.0"``).
 
-The same value as [`CURRENT_SCHEMA_VERSION`][convtree.CURRENT_SCHEMA_VERSION].
+The same value as [`CURRENT_SCHEMA_VERSION`][convtree.format.CURRENT_SCHEMA_VERSION].
 """
 
 _POSITIONAL = re.compile(r"(?:0|[1-9][0-9]*)(?:\.(?:0|[1-9][0-9]*))*")
