@@ -930,3 +930,21 @@ def test_random_item_lists_round_trip(items: list[dict[str, Any]]) -> None:
     state = from_items(items)
     assert to_items(state) == items
     assert to_items(ConversationState.from_json(state.to_json())) == items
+
+
+# ------------------------------------------------------------------ real exports
+
+INTERCHANGE = Path("/work/shared/fixtures/interchange")
+
+
+def test_the_flat_messages_of_a_real_open_webui_chat_import_with_every_field() -> None:
+    """Open WebUI keeps an OpenAI-style ``messages`` list beside its tree, with its own fields."""
+    path = INTERCHANGE / "openwebui" / "webui-json.json"
+    if not path.exists():
+        pytest.skip(f"{path} is not on this machine (the real exports are kept outside the repo)")
+    chat = json.loads(path.read_text("utf-8"))
+    chat = chat.get("chat", chat)
+    messages = chat["messages"]
+    state = from_messages(messages, metadata={"title": chat["title"]})
+    assert [n.message_dict() for n in state.get_path()[1:]] == messages
+    assert to_messages(state) == [{"role": m["role"], "content": m["content"]} for m in messages]
