@@ -332,12 +332,37 @@ def message_field(node: ConversationNode, key: str) -> Any:
     return getattr(message, key, None)
 
 
-def relocate(exc: FormatError, paths: Mapping[str, str]) -> FormatError:
-    """A document error from [`ConversationState.from_dict`][convtree.ConversationState.from_dict]
-    pointed at the source: ``paths`` maps node ids to their source path."""
-    where = paths.get(exc.node_id) if exc.node_id is not None else None
-    detail = f"{exc.reason} (in the convtree document at {exc.path})" if exc.path else exc.reason
-    return FormatError(detail, path=where, node_id=exc.node_id)
+_NODE_AT = re.compile(r"nodes\[(\d+)\]")
+
+
+def relocate(
+    exc: FormatError,
+    nodes: list[dict[str, Any]],
+    paths: Mapping[str, str],
+    head: Mapping[str, str],
+) -> FormatError:
+    """An error of [`ConversationState.from_dict`][convtree.ConversationState.from_dict] on the
+    document built from a source, pointed at the source.
+
+    Args:
+        exc: The error, its path into the convtree document.
+        nodes: The document's nodes (to name the node a ``nodes[i]`` path is in).
+        paths: Node id -> the message's path in the source.
+        head: Document field (``metadata.title``) -> its path in the source.
+    """
+    inner = exc.path or ""
+    node_id = exc.node_id
+    found = _NODE_AT.match(inner)
+    if node_id is None and found and int(found.group(1)) < len(nodes):
+        node_id = nodes[int(found.group(1))]["node_id"]
+    where = paths.get(node_id) if node_id is not None else None
+    if where is None:
+        for field, source in head.items():
+            if inner == field or inner.startswith((field + ".", field + "[")):
+                where = source
+                break
+    detail = f"{exc.reason} (in the convtree document at {inner})" if inner else exc.reason
+    return FormatError(detail, path=where, node_id=node_id)
 
 
 @dataclass

@@ -371,7 +371,8 @@ def from_dict(obj: Mapping[str, Any]) -> ConversationState:
     try:
         return ConversationState.from_dict(doc)
     except FormatError as exc:
-        raise relocate(exc, paths) from None
+        head = {"metadata.title": "title", "conversation_id": "conversationId"}
+        raise relocate(exc, nodes, paths, head) from None
 
 
 def _message_id(msg: Any, path: str, items: Mapping[str, _Item]) -> str:

@@ -381,7 +381,10 @@ def from_dict(obj: Mapping[str, Any]) -> ConversationState:
     try:
         return ConversationState.from_dict(doc)
     except FormatError as exc:
-        raise relocate(exc, paths) from None
+        id_at = "id" if row is not None and row.get("id") else path_key(at, "id")
+        head = {"metadata.title": "title" if row is not None else path_key(at, "title")}
+        head["conversation_id"] = id_at
+        raise relocate(exc, nodes, paths, head) from None
 
 
 class _Tree:
@@ -431,6 +434,11 @@ def _read_tree(messages: Mapping[str, Any], messages_at: str) -> _Tree:
         if up not in parent:
             raise FormatError(
                 f"parentId {up!r} names no message of this chat",
+                path=path_key(path_key(messages_at, key), "parentId"),
+            )
+        if up == key:
+            raise FormatError(
+                "a message cannot be its own parent",
                 path=path_key(path_key(messages_at, key), "parentId"),
             )
         children.setdefault(up, []).append(key)
