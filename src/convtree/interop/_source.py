@@ -3,12 +3,12 @@
 A *source* is a JSON file (one conversation object, or an array of them), a ZIP
 export, a directory of such files, or an open binary file. Everything is
 streamed: the top-level array is parsed one item at a time with ijson, ZIP
-members are read through [`zipfile.ZipFile.open`][zipfile.ZipFile.open] (never
+members are read through `zipfile.ZipFile.open` (never
 extracted), so memory stays bounded by the largest single conversation however
 big the export is.
 
-Each format module builds its ``read()`` on [`Reader`][convtree.interop._source.Reader]
-and its ``write()`` on [`write_array`][convtree.interop._source.write_array].
+Each format module builds its ``read()`` on `Reader`
+and its ``write()`` on `write_array`.
 """
 
 from __future__ import annotations
@@ -43,11 +43,11 @@ __all__ = [
 ]
 
 Source = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]", IO[bytes]]
-"""What [`Reader`][convtree.interop._source.Reader] and `iter_objects` read: a path
+"""What `Reader` and `iter_objects` read: a path
 (str, bytes or path-like) to a JSON file, a ZIP or a directory, or an open binary file."""
 
 Dest = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]", IO[bytes]]
-"""Where [`write_array`][convtree.interop._source.write_array] writes: a path or an open
+"""Where `write_array` writes: a path or an open
 binary file."""
 
 MemberFilter = Callable[[str], bool]
@@ -416,7 +416,7 @@ def iter_objects(
 
     Reads a JSON file holding one object or an array of them, a ZIP (the
     ``*.json`` members that hold conversations, see
-    [`default_member_filter`][convtree.interop._source.default_member_filter]),
+    `default_member_filter`),
     a directory of such files, or an open binary file; top-level arrays are
     parsed one item at a time (bounded memory). Numbers become ``int`` /
     ``float``, never ``Decimal``.
@@ -433,7 +433,7 @@ def iter_objects(
         FormatError: at the first problem (a file that is not JSON or is cut
             short, an item that is not an object, nesting deeper than
             `MAX_DEPTH`), naming the file and where; objects before it have
-            been yielded. [`Reader`][convtree.interop._source.Reader] instead
+            been yielded. `Reader` instead
             skips bad conversations and goes on.
     """
     index = 0
@@ -449,7 +449,7 @@ class Reader(Iterator[ConversationState]):
 
     Each raw object is converted with ``convert`` (a format's ``from_dict``). With
     ``errors="skip"`` (the default) a conversation that fails is recorded in
-    [`skipped`][convtree.interop._source.Reader] and reading goes on; a file that
+    `skipped` and reading goes on; a file that
     is not JSON or is cut short is recorded too (after the conversations before
     the break), and the next file is read. With ``errors="raise"`` the first
     problem raises.
@@ -614,7 +614,7 @@ def write_array(objects: Iterable[dict[str, Any]], dest: Dest) -> int:
 
     Args:
         objects: The objects (any iterable, consumed once).
-        dest: A path (written atomically, see [`open_dest`][convtree.interop._source.open_dest])
+        dest: A path (written atomically, see `open_dest`)
             or an open binary file.
 
     Returns:

@@ -76,7 +76,7 @@ def read(
             ``conversations-000.json``...), a directory of them, a file holding
             one conversation object, or an open binary file.
         errors: ``"skip"`` records a conversation that cannot be imported in
-            [`Reader.skipped`][convtree.interop._source.Reader] and goes on;
+            `Reader.skipped` and goes on;
             ``"raise"`` raises the first problem.
         member_filter: Which files of a ZIP or directory to read; the default
             picks ``conversations*.json``.
@@ -95,7 +95,7 @@ def write(states: Iterable[ConversationState], dest: Dest, *, mode: Mode = "tree
         states: The conversations (any iterable, consumed once).
         dest: A path (replaced only when everything is written) or an open binary file.
         mode: ``"tree"``, ``"active"`` or ``"branches"`` (see
-            [`to_dict`][convtree.interop.chatgpt.to_dict]).
+            `to_dict`).
 
     Returns:
         How many conversation objects were written (``branches`` writes one per leaf).
@@ -154,15 +154,8 @@ def from_dict(obj: Mapping[str, Any]) -> ConversationState:
     created = _time(obj.get("create_time"), "create_time")
     updated = _time(obj.get("update_time"), "update_time")
 
-    nodes: list[dict[str, Any]] = []
     edges: list[tuple[str, str]] = []
-    stamps: dict[str, datetime] = {}
     preorder: list[str] = []
-    newest: tuple[datetime, int, str] | None = None
-    position = {node_id: i for i, node_id in enumerate(order)}
-
-    # Times first: a message without create_time takes its parent's time.
-    root_time = created
     stack = [root_id]
     while stack:
         node_id = stack.pop()
@@ -171,20 +164,24 @@ def from_dict(obj: Mapping[str, Any]) -> ConversationState:
         if kids:
             edges.extend((node_id, kid) for kid in kids)
             stack.extend(reversed(kids))
-    known = [t for t in (_message_time(mapping[n], n) for n in preorder) if t is not None]
+    times = {node_id: _message_time(mapping[node_id], node_id) for node_id in preorder}
+    known = [t for t in times.values() if t is not None]
     if created is None:
         created = min(known) if known else (updated or _EPOCH)
     if updated is None:
         updated = max(known) if known else created
-    root_time = created
 
+    nodes: list[dict[str, Any]] = []
+    stamps: dict[str, datetime] = {}
+    position = {node_id: i for i, node_id in enumerate(order)}
     keep_order = preorder != order
-    for node_id in preorder:
+    newest: tuple[datetime, int, str] | None = None
+    for node_id in preorder:  # parents before children
         raw = mapping[node_id]
-        parent_id = raw.get("parent")
-        stamp = _message_time(raw, node_id)
-        if stamp is None:
-            stamp = stamps[parent_id] if parent_id is not None else root_time
+        stamp = times[node_id]
+        if stamp is None:  # a message without create_time takes its parent's time
+            parent_id = raw.get("parent")
+            stamp = created if parent_id is None else stamps[parent_id]
         stamps[node_id] = stamp
         record = _node_record(node_id, raw, stamp, node_id == root_id)
         chat = record["metadata"].get(FORMAT)
@@ -315,22 +312,16 @@ def _tree(mapping: Mapping[str, Any]) -> tuple[str, dict[str, list[str]], set[st
             unlisted.add(node_id)
 
     root_id = roots[0]
-    reached = 1
+    reached = {root_id}
     stack = [root_id]
     while stack:
         kids = children.get(stack.pop())
         if kids:
-            reached += len(kids)
+            reached.update(kids)
             stack.extend(kids)
-    if reached != len(mapping):
+    if len(reached) != len(mapping):
         # Every other node has one parent, so the ones not reached form a cycle.
-        seen_ids = {root_id}
-        stack = [root_id]
-        while stack:
-            kids = children.get(stack.pop(), [])
-            seen_ids.update(kids)
-            stack.extend(kids)
-        lost = [n for n in mapping if n not in seen_ids]
+        lost = [n for n in mapping if n not in reached]
         shown = ", ".join(repr(n) for n in lost[:5])
         raise FormatError(
             f"{len(lost)} node(s) not reachable from the root {root_id!r}: their parents "
