@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import importlib
 import io
 import itertools
 import json
@@ -759,6 +760,25 @@ def test_random_damage_raises_only_format_error(data: st.DataObject) -> None:
         return
     out = chatgpt.to_dict(state)  # what imports also exports
     json.dumps(out)
+
+
+@pytest.mark.parametrize("other", ["openwebui", "librechat"])
+def test_chatgpt_to_another_format_keeps_every_branch(other: str) -> None:
+    """ChatGPT -> convtree -> Open WebUI / LibreChat -> convtree: same tree, roles, texts."""
+    module = importlib.import_module(f"convtree.interop.{other}")
+    state = chatgpt.from_dict(branchy())
+    back = module.from_dict(json.loads(json.dumps(module.to_dict(state))))
+
+    def shape(s: ConversationState) -> dict[str, Any]:
+        return {
+            n.node_id: ([c.node_id for c in s.children(n)], n.message.role, n.message.text)
+            for n in s.nodes()
+            if n.message is not None
+        }
+
+    assert shape(back) == shape(state)
+    assert back.current_node_id == state.current_node_id
+    assert len(back.leaves()) == len(state.leaves()) == 3
 
 
 # ------------------------------------------------------------------ read/write
