@@ -146,9 +146,10 @@ def _normal_part(part: Any) -> Any:
 
 def _read_content(m: Mapping[str, Any], c: Any) -> Any:
     parts = m.get("content")
-    if isinstance(parts, list) and parts:
+    text = _text_or_none(m.get("text"))
+    if isinstance(parts, list) and (parts or not text):
         return [_normal_part(p) for p in parts]
-    return _text_or_none(m.get("text"))
+    return text
 
 
 def _write_content(v: Any, c: _Ctx) -> dict[str, Any]:
@@ -171,12 +172,13 @@ _FIELDS = [
         "parent",
         ("parentMessageId",),
         _read_parent,
-        lambda v, c: {"parentMessageId": v or NO_PARENT},
+        lambda v, c: {"parentMessageId": NO_PARENT if v is None else v},
     ),
     Field(
         "conversation",
         ("conversationId",),
-        lambda m, c: m.get("conversationId", c.conversation_id),
+        # Not read: a message is in the conversation that holds it (an odd value is kept).
+        lambda m, c: c.conversation_id,
         lambda v, c: {"conversationId": v},
     ),
     Field("role", ("isCreatedByUser", "role"), _read_role, _write_role),
@@ -379,7 +381,7 @@ def _message_id(msg: Any, path: str, items: Mapping[str, _Item]) -> str:
     if not isinstance(msg, Mapping):
         raise FormatError("a message must be an object", path=path)
     message_id = msg.get("messageId")
-    if not isinstance(message_id, str) or not message_id:
+    if not isinstance(message_id, str):
         raise FormatError("a message needs a messageId (text)", path=path + ".messageId")
     if message_id in items:
         raise FormatError(

@@ -547,7 +547,7 @@ def _conversation_id(
             return value
         if value is not None and value != "":
             raise FormatError("a chat's id must be text", path=where)
-    if roots:
+    if roots and roots[0]:
         return roots[0]
     digest = hashlib.sha256(json.dumps(chat, sort_keys=True).encode()).hexdigest()
     return f"openwebui-{digest[:32]}"
