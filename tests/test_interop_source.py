@@ -154,9 +154,13 @@ def test_directory_of_shards(tmp_path: Path) -> None:
     (root / "._conversations-000.json").write_bytes(b"\x00\x05\x16\x07")
     (root / "__MACOSX" / "conversations-000.json").write_bytes(b"junk")
     (root / "file-1.png").write_bytes(b"\x89PNG")
+    (root / "conversations-10.json").write_bytes(dump([conv(10)]))
+    (root / "conversations-2.json").write_bytes(dump([conv(4)]))
     reader = Reader(root, convert)
-    assert ids(reader) == ["c1", "c2", "c3"]
+    assert ids(reader) == ["c1", "c2", "c3", "c4", "c10"]
     assert reader.skipped == []
+    only = Reader(root, convert, member_filter=lambda name: name.endswith(("0.json", "2.json")))
+    assert ids(only) == ["c1", "c2", "c4", "c10"]
 
 
 def test_directory_without_conversation_names_reads_every_json(tmp_path: Path) -> None:

@@ -209,9 +209,8 @@ def _members(
     name = str(path)
     if path.is_dir():
         names = sorted(
-            p.relative_to(path).as_posix()
-            for p in path.rglob("*")
-            if p.is_file() or (p.is_symlink() and p.exists() and not p.is_dir())
+            (p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file()),
+            key=_natural_key,
         )
         chosen = [n for n in names if member_filter(n)] if member_filter else None
         for rel in default_member_filter(names) if chosen is None else chosen:
