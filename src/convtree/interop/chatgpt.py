@@ -42,7 +42,16 @@ from ..node import ConversationNode
 from ..state import ConversationState
 from ._source import Dest, MemberFilter, Reader, Source, write_array
 
-__all__ = ["FORMAT", "Mode", "from_dict", "looks_like", "read", "to_dict", "write"]
+__all__ = [
+    "BRANCH_SEPARATOR",
+    "FORMAT",
+    "Mode",
+    "from_dict",
+    "looks_like",
+    "read",
+    "to_dict",
+    "write",
+]
 
 FORMAT = "chatgpt"
 """The key of this format's verbatim data in node and conversation metadata."""
@@ -55,7 +64,6 @@ BRANCH_SEPARATOR = "~"
 
 _NODE_KEYS = ("id", "message", "parent", "children")
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_TEXT_TYPES = frozenset({"code", "execution_output", "system_error", "tether_quote"})
 
 
 def looks_like(obj: Mapping[str, Any]) -> bool:
