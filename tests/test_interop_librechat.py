@@ -420,7 +420,7 @@ def native_state() -> ConversationState:
         [{"type": "text", "text": "And this?"}, {"type": "image_url", "image_url": {"url": "u"}}],
         timestamp=T0 + timedelta(seconds=4),
     )
-    state.add_message("tool", "{}", timestamp=T0 + timedelta(seconds=5))
+    state.add_message("tool", "{}", tool_call_id="c1", timestamp=T0 + timedelta(seconds=5))
     state.switch_to(question.node_id)
     return state
 
@@ -452,10 +452,14 @@ def test_export_of_a_native_conversation() -> None:
     assert messages[3]["createdAt"] == "2024-05-29T00:00:03.000001Z"
     assert messages[4]["text"] == "And this?"
     assert messages[4]["content"][1] == {"type": "image_url", "image_url": {"url": "u"}}
+    assert messages[5]["convtree"] == {"tool_call_id": "c1"}
     back = librechat.from_dict(out)
     assert shape(back, names=False) == shape(state, names=False)
     assert (back.created_at, back.updated_at) == (state.created_at, state.updated_at)
     assert back.root.node_id == state.root.node_id
+    assert back.get_node(messages[5]["messageId"]).message == Message(
+        role="tool", content="{}", name="Tool", tool_call_id="c1"
+    )
     assert exact(librechat.to_dict(back)) == exact(out)
 
 
@@ -701,6 +705,8 @@ def random_trees(draw: st.DrawFn) -> ConversationState:
             name=draw(st.none() | TEXT),
             metadata=draw(st.none() | st.builds(lambda m: {"model": m}, TEXT)),
             timestamp=draw(TIMES),
+            tool_calls=draw(st.none() | st.just([{"id": "call", "type": "function"}])),
+            tool_call_id=draw(st.none() | TEXT),
         )
         ids.append(node.node_id)
     state.switch_to(draw(st.sampled_from(ids)))
@@ -720,6 +726,10 @@ def test_property_random_trees_survive_librechat(state: ConversationState, recur
             assert got.message.content == node.message.content
             if node.message.name is not None:
                 assert got.message.name == node.message.name
+            assert {**got.message.to_dict(), "name": None} == {
+                **node.message.to_dict(),
+                "name": None,
+            }
             assert got.metadata.get("model") == node.metadata.get("model")
     assert (back.conversation_id, back.metadata["title"]) == (
         state.conversation_id,

@@ -463,6 +463,7 @@ def test_export_of_a_native_conversation() -> None:
     assert image["content"] == "And this?"
     assert image["files"] == [{"type": "image", "url": "https://example.com/a.png"}]
     assert messages[5]["content"] == ""
+    assert messages[5]["convtree"] == {"tool_calls": [{"id": "c", "type": "function"}]}
     assert chat["history"]["currentId"] == state.current_node_id
     assert [m["id"] for m in chat["messages"]] == [n.node_id for n in state.get_path()[1:]]
     assert out["created_at"] == int((state.created_at - utc(0)).total_seconds())
@@ -472,6 +473,9 @@ def test_export_of_a_native_conversation() -> None:
     assert back.root.node_id == state.root.node_id
     assert back.get_node(messages[2]["id"]).metadata["model"] == "gpt-x"
     assert back.get_node(messages[2]["id"]).metadata["usage"] == {"total_tokens": 9}
+    assert back.get_node(messages[5]["id"]).message == Message(
+        role="assistant", content="", tool_calls=[{"id": "c", "type": "function"}]
+    )
     # Read from Open WebUI now: written back the same.
     assert exact(openwebui.to_dict(back)) == exact(out)
 
@@ -760,6 +764,8 @@ def random_trees(draw: st.DrawFn) -> ConversationState:
             name=draw(st.none() | TEXT),
             metadata=draw(st.none() | st.builds(lambda m: {"model": m}, TEXT)),
             timestamp=draw(TIMES),
+            tool_calls=draw(st.none() | st.just([{"id": "call", "type": "function"}])),
+            tool_call_id=draw(st.none() | TEXT),
         )
         ids.append(node.node_id)
     state.switch_to(draw(st.sampled_from(ids)))
@@ -775,8 +781,15 @@ def test_property_random_trees_survive_open_webui(state: ConversationState, shap
     assert back.conversation_id == state.conversation_id
     assert back.metadata["title"] == state.metadata["title"]
     for node in state.nodes():
-        if node.has_message:
-            assert back.get_node(node.node_id).metadata.get("model") == node.metadata.get("model")
+        if node.message is not None:
+            got = back.get_node(node.node_id)
+            assert got.metadata.get("model") == node.metadata.get("model")
+            assert got.message is not None
+            # Open WebUI's content is text: a list of text parts comes back as its text.
+            assert {**got.message.to_dict(), "content": None} == {
+                **node.message.to_dict(),
+                "content": None,
+            }
     # Through a file, and once more: now an Open WebUI chat, written back exactly.
     buffer = io.BytesIO()
     openwebui.write([back], buffer)

@@ -32,12 +32,15 @@ from ..state import ConversationState
 __all__ = [
     "ABSENT",
     "EPOCH",
+    "EXTENSION",
+    "EXTRA_FIELD",
     "MISSING",
     "Field",
     "FieldMap",
     "View",
     "epoch_seconds",
     "iso_z",
+    "message_extra",
     "message_field",
     "newest_leaf",
     "parse_time",
@@ -330,6 +333,41 @@ def message_field(node: ConversationNode, key: str) -> Any:
     if type(message) is dict:
         return message.get(key)
     return getattr(message, key, None)
+
+
+_OWN = frozenset({"role", "content", "name"})
+
+EXTENSION: Final = "convtree"
+"""Key of what convtree writes beside a format's own fields, for what the format cannot hold."""
+
+
+def message_extra(node: ConversationNode) -> dict[str, Any] | None:
+    """The message's fields besides role, content and name (tool calls, ...), if any."""
+    message = node._message
+    if message is None:
+        return None
+    fields = message if type(message) is dict else message.to_dict()  # type: ignore[union-attr]
+    extra = {
+        key: value
+        for key, value in fields.items()
+        if key not in _OWN and value is not None and not (key == "metadata" and not value)
+    }
+    return extra or None
+
+
+def _read_extra(m: Mapping[str, Any], c: Any) -> dict[str, Any] | None:
+    value = m.get(EXTENSION)
+    if not isinstance(value, dict):
+        return None
+    extra = {key: item for key, item in value.items() if key not in _OWN}
+    return extra or None
+
+
+EXTRA_FIELD: Final = Field(
+    "extra", (EXTENSION,), _read_extra, lambda v, c: {EXTENSION: v} if v else {}
+)
+"""The message's other convtree fields (``tool_calls``, ``tool_call_id``, ...), written
+under ``convtree`` in a message of a format that has no place for them."""
 
 
 _NODE_AT = re.compile(r"nodes\[(\d+)\]")

@@ -36,6 +36,7 @@ from ..state import ConversationState
 from ._fields import (
     ABSENT,
     EPOCH,
+    EXTRA_FIELD,
     MISSING,
     MODES,
     Field,
@@ -43,6 +44,7 @@ from ._fields import (
     Mode,
     View,
     iso_z,
+    message_extra,
     message_field,
     newest_leaf,
     parse_time,
@@ -196,6 +198,7 @@ _FIELDS = [
         lambda m, c: _text_or_none(m.get("model")),
         lambda v, c: _optional("model", v),
     ),
+    EXTRA_FIELD,
 ]
 _FLAT = FieldMap(_FIELDS, structural=("messageId",))
 _NESTED = FieldMap(_FIELDS, structural=("messageId", "children"))
@@ -536,11 +539,14 @@ def _node(message_id: str, item: _Item, fields: FieldMap, conversation_id: str) 
         "content": content,
         "timestamp": stamp,
         "model": model,
+        "extra": EXTRA_FIELD.read(msg, None),
     }
     ns = fields.kept(msg, values, _Ctx(conversation_id, role, model, stamp))
     message: dict[str, Any] = {"role": role, "content": content}
     if name is not None:
         message["name"] = name
+    if values["extra"]:
+        message.update(values["extra"])
     metadata: dict[str, Any] = {}
     if model is not None:
         metadata["model"] = model
@@ -708,6 +714,7 @@ def _message(
         "content": node.content,
         "timestamp": node.timestamp,
         "model": model,
+        "extra": message_extra(node),
     }
     ns = meta.get(FORMAT)
     kept = ns if isinstance(ns, Mapping) else None

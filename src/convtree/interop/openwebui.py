@@ -44,6 +44,7 @@ from ..state import ConversationState
 from ._fields import (
     ABSENT,
     EPOCH,
+    EXTRA_FIELD,
     MISSING,
     MODES,
     Field,
@@ -51,6 +52,7 @@ from ._fields import (
     Mode,
     View,
     epoch_seconds,
+    message_extra,
     message_field,
     newest_leaf,
     parse_time,
@@ -168,6 +170,7 @@ _MESSAGE = FieldMap(
             lambda m, c: _text_or_none(m.get("name")),
             lambda v, c: _optional("name", v),
         ),
+        EXTRA_FIELD,
     ]
 )
 
@@ -601,11 +604,14 @@ def _node(
         "model": model,
         "usage": usage,
         "name": name,
+        "extra": EXTRA_FIELD.read(msg, None),
     }
     ns = _MESSAGE.kept(msg, values, _Ctx(key, kids, stamp))
     message: dict[str, Any] = {"role": role, "content": content}
     if name is not None:
         message["name"] = name
+    if values["extra"]:
+        message.update(values["extra"])
     metadata: dict[str, Any] = {}
     if model is not None:
         metadata["model"] = model
@@ -830,6 +836,7 @@ def _message(node: ConversationNode, view: View, top: str | None) -> dict[str, A
         "model": model if isinstance(model, str) else None,
         "usage": usage if isinstance(usage, dict) else None,
         "name": message_field(node, "name"),
+        "extra": message_extra(node),
     }
     ns = meta.get(FORMAT)
     kept = ns if isinstance(ns, Mapping) else None
