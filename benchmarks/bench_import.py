@@ -432,7 +432,13 @@ def main() -> None:
         args.export = args.work / "conversations.json"
         args.db = args.work / "import.db"
         args.out = args.work / "exported.json"
+        import convtree.interop.chatgpt
+        import convtree.storage
+        import convtree.sync  # noqa: F401  (imported before the clock starts)
+
+        cpu = time.process_time()
         result = PHASES[args.phase](args)
+        result["cpu"] = time.process_time() - cpu  # every thread: SQLite's worker too
         result["peak_mb"] = _peak_mb()
         result.update(_rss_now())
         print(json.dumps(result))
@@ -460,12 +466,16 @@ def main() -> None:
             print(f"{name}: {results[name]}", file=sys.stderr)
 
     print(f"\n### ChatGPT import ({count:,} conversations, {size / 1e6:,.0f} MB)\n")
-    print(f"Python {sys.version.split()[0]}; one run; peak RSS per phase (fresh process)\n")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(
-        "| phase | conversations | seconds | conversations/s | MB/s | peak RSS (MB) "
-        "| at the end: heap / mapped files (MB) |"
+        f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average {load:.1f}; "
+        "one run; each phase in a fresh process\n"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print(
+        "| phase | conversations | wall s | conversations/s | CPU s | conversations/CPU-s "
+        "| MB/CPU-s | peak RSS (MB) | at the end: heap / mapped files (MB) |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, label in (
         ("parse", "parse only (`chatgpt.read`)"),
         ("import", f"import into SQLite ({results['import']['how']})"),
@@ -473,11 +483,10 @@ def main() -> None:
         ("verify", "verify (read both, compare)"),
     ):
         r = results[name]
-        rate = r["count"] / r["seconds"] if r["seconds"] else float("inf")
         print(
-            f"| {label} | {r['count']:,} | {r['seconds']:.1f} | {rate:,.0f} | "
-            f"{size / 1e6 / r['seconds']:,.1f} | {r['peak_mb']:,.0f} | "
-            f"{r['anon_mb']:,.0f} / {r['file_mb']:,.0f} |"
+            f"| {label} | {r['count']:,} | {r['seconds']:.1f} | {r['count'] / r['seconds']:,.0f} | "
+            f"{r['cpu']:.1f} | {r['count'] / r['cpu']:,.0f} | {size / 1e6 / r['cpu']:,.1f} | "
+            f"{r['peak_mb']:,.0f} | {r['anon_mb']:,.0f} / {r['file_mb']:,.0f} |"
         )
     notes = []
     if results["parse"]["skipped"] or results["import"]["skipped"]:
