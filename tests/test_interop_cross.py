@@ -10,6 +10,7 @@ import io
 import itertools
 import json
 from datetime import datetime, timezone
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -310,3 +311,25 @@ def test_property_random_trees_survive_a_chain_of_formats(
         current = hop(current, name)
     assert signature(current) == signature(state)
     assert branches(current) == branches(state)
+
+
+REAL = Path("/work/shared/fixtures/interchange")
+
+
+@pytest.mark.skipif(not REAL.is_dir(), reason="the real exports are not on this machine")
+@pytest.mark.parametrize(
+    "path",
+    sorted(str(p.relative_to(REAL)) for p in REAL.glob("*/*.json")) if REAL.is_dir() else [],
+)
+def test_real_exports_survive_every_other_format(path: str) -> None:
+    source = FORMATS[path.split("/")[0]]
+    with source.read(REAL / path, errors="raise") as reader:
+        states = list(reader)
+    assert states
+    for first in states:
+        for order in itertools.permutations([n for n in FORMATS if n != path.split("/")[0]]):
+            state = first
+            for name in order:
+                state = hop(state, name)
+            assert signature(state) == signature(first), order
+            assert branches(state) == branches(first)

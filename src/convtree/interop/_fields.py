@@ -8,7 +8,7 @@ in convtree changes what is exported; when the source's raw value is not what
 derivation would give (``1744577557.5`` for a time written back as
 ``1744577557.5`` is, ``"2024-05-29T00:33:03Z"`` written back with milliseconds
 is not; an absent field), the raw value is kept in ``ns`` too (an absent one is
-listed under [`ABSENT`][convtree.interop._fields.ABSENT]), and written back instead of
+listed under `ABSENT`), and written back instead of
 the derived one **as long as it still reads as convtree's current value**.
 So an unchanged message is reproduced exactly, and a changed one is written from
 its new value.

@@ -569,7 +569,7 @@ def read(source: Source, *, errors: Literal["skip", "raise"] = "skip") -> Reader
             and goes on; ``"raise"`` raises the first problem.
 
     Returns:
-        A [`Reader`][convtree.interop._source.Reader] yielding one
+        A `Reader` yielding one
         [`ConversationState`][convtree.ConversationState] per conversation.
     """
     return Reader(source, from_dict, errors=errors)
@@ -732,15 +732,15 @@ def write(
 ) -> int:
     """Write conversations as a JSON array of LibreChat exports.
 
-    convtree's [`read`][convtree.interop.librechat.read] reads such an array back;
+    convtree's `read` reads such an array back;
     LibreChat's own importer takes one conversation per file (write each
-    [`to_dict`][convtree.interop.librechat.to_dict] to its own file for it).
+    `to_dict` to its own file for it).
 
     Args:
         states: The conversations (any iterable; consumed once, one at a time).
         dest: A path (written atomically) or an open binary file.
-        mode: As in [`to_dict`][convtree.interop.librechat.to_dict].
-        recursive: As in [`to_dict`][convtree.interop.librechat.to_dict].
+        mode: As in `to_dict`.
+        recursive: As in `to_dict`.
 
     Returns:
         How many conversations were written (with ``"branches"``, one per branch).

@@ -8,10 +8,10 @@ parentId, childrenIds, role, content, timestamp, model, ...}``),
 active path as a flat list. Its "export all chats" file is a JSON array of rows;
 a single chat's file holds the row, or the bare ``chat`` object.
 
-[`from_dict`][convtree.interop.openwebui.from_dict] reads a row or a bare chat;
-[`to_dict`][convtree.interop.openwebui.to_dict] writes one back (the same shape);
-[`read`][convtree.interop.openwebui.read] streams an export file and
-[`write`][convtree.interop.openwebui.write] writes one. Every field convtree does
+`from_dict` reads a row or a bare chat;
+`to_dict` writes one back (the same shape);
+`read` streams an export file and
+`write` writes one. Every field convtree does
 not hold itself is kept in ``node.metadata["openwebui"]`` and
 ``state.metadata["openwebui"]`` and written back as it was; see
 ``docs/import-export/openwebui.md`` for the mapping.
@@ -636,7 +636,7 @@ def read(source: Source, *, errors: Literal["skip", "raise"] = "skip") -> Reader
             on; ``"raise"`` raises the first problem.
 
     Returns:
-        A [`Reader`][convtree.interop._source.Reader] yielding one
+        A `Reader` yielding one
         [`ConversationState`][convtree.ConversationState] per chat.
     """
     return Reader(source, from_dict, errors=errors)
@@ -886,8 +886,8 @@ def write(
     Args:
         states: The conversations (any iterable; consumed once, one at a time).
         dest: A path (written atomically) or an open binary file.
-        mode: As in [`to_dict`][convtree.interop.openwebui.to_dict].
-        shape: As in [`to_dict`][convtree.interop.openwebui.to_dict]; Open WebUI's
+        mode: As in `to_dict`.
+        shape: As in `to_dict`; Open WebUI's
             importer reads both.
 
     Returns:
