@@ -713,7 +713,7 @@ def random_trees(draw: st.DrawFn) -> ConversationState:
     return state
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(random_trees(), st.booleans())
 def test_property_random_trees_survive_librechat(state: ConversationState, recursive: bool) -> None:
     out = librechat.to_dict(state, recursive=recursive)

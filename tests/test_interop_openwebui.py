@@ -772,7 +772,7 @@ def random_trees(draw: st.DrawFn) -> ConversationState:
     return state
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(random_trees(), st.sampled_from(["row", "chat"]))
 def test_property_random_trees_survive_open_webui(state: ConversationState, shape_: str) -> None:
     out = openwebui.to_dict(state, shape=shape_)  # type: ignore[call-overload]

@@ -115,10 +115,12 @@ class FieldMap:
     """The known fields of one kind of source object (a message, a conversation)."""
 
     def __init__(self, fields: Iterable[Field], *, structural: Iterable[str] = ()) -> None:
-        """Args:
-        fields: The known fields, in the order they are written.
-        structural: Fields neither kept nor derived here (the caller writes
-            them: ids, children).
+        """Map these fields.
+
+        Args:
+            fields: The known fields, in the order they are written.
+            structural: Fields neither kept nor derived here (the caller writes
+                them: ids, children).
         """
         self.fields = tuple(fields)
         self.known = frozenset(key for f in self.fields for key in f.keys)

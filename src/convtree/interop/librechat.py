@@ -29,6 +29,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any, Literal, overload
 
+from .._json import copy_json
 from ..errors import FormatError
 from ..format import CURRENT_SCHEMA_VERSION
 from ..node import ConversationNode
@@ -674,7 +675,7 @@ def _export(
     if mode != "tree":
         out["branches"] = False
     elif ns is not None and "branches" in ns:
-        out["branches"] = ns["branches"]
+        out["branches"] = copy_json(ns["branches"], "branches")
     elif "branches" not in absent:
         out["branches"] = True
     if recursive or "recursive" not in absent:
