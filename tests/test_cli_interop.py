@@ -477,3 +477,22 @@ def test_the_real_exports_import_and_import_again_unchanged(
     assert imported == len(stored(store)) > 0
     assert main(["import", *files, "--store", store]) == 0
     assert capsys.readouterr().out.startswith(f"0 imported, 0 replaced, {imported} unchanged")
+
+
+def test_openai_lists_are_one_conversation_per_file(
+    tmp_path: Path, store: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "lists"
+    folder.mkdir()
+    write_json(folder / "a.json", openai_messages())
+    write_json(folder / "b.json", openai_messages()[:2])
+    assert main(["import", str(folder), "--store", store]) == 1
+    assert "one conversation per file, give the files" in capsys.readouterr().out
+    files = sorted(str(p) for p in folder.iterdir())
+    assert main(["import", *files, "--store", store]) == 0
+    states = stored(store)
+    assert sorted(states) == sorted(conversation_id_for(f) for f in files)
+    assert [len(states[conversation_id_for(f)]) for f in files] == [4, 3]
+    not_messages = write_json(tmp_path / "c.json", [{"role": "user", "content": "hi"}, {"x": 1}])
+    assert main(["import", str(not_messages), "--store", store]) == 1
+    assert "not a Chat Completions message (no 'role')" in capsys.readouterr().out

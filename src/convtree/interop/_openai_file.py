@@ -179,6 +179,11 @@ class FileReader(Iterator[ConversationState]):
             )
         if not isinstance(self._source, (str, bytes, os.PathLike)):
             raise FormatError("give the path of the file, not an open file", path=name)
+        if os.path.isdir(name):
+            raise FormatError(
+                "a directory: an OpenAI message list is one conversation per file, give the files",
+                path=name,
+            )
         try:
             when = datetime.fromtimestamp(os.stat(name).st_mtime, timezone.utc)
         except OSError as exc:
