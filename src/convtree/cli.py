@@ -193,7 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     0: done; 1: a convtree error (one line on stderr) or a command's own
     failure (``check`` finding problems, ``import`` skipping conversations);
-    2: a usage error (unknown command or option, missing argument).
+    2: a usage error (unknown command or option, missing argument); 130: interrupted.
     """
     args = list(sys.argv[1:] if argv is None else argv)
     try:
@@ -203,9 +203,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except click.ClickException as exc:
         exc.show()
         return exc.exit_code
-    except click.Abort:
-        click.echo("convtree: aborted", err=True)
-        return 1
+    except (click.Abort, KeyboardInterrupt):
+        click.echo("convtree: interrupted", err=True)
+        return 130
     except BrokenPipeError:  # e.g. `convtree demo | head`: not an error of ours
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - Python's own recipe
         return 0
@@ -469,6 +469,8 @@ async def _import_files(
             bar.update(task, description=f"{path.name} ({name})")
         with FORMATS[name].read(path) as reader:
             for state in reader:
+                if bar is not None and task is not None:
+                    bar.update(task, description=f"{path.name} ({name}): {reader.count}")
                 try:
                     outcome = await put(storage, state, replace=replace, dry_run=dry_run)
                 except StorageUnavailableError:
