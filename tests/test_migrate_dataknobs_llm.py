@@ -474,3 +474,21 @@ def test_migrated_documents_are_what_convtree_reads_from_the_reference_json(
     for cid, ref in refs.items():
         direct = ConversationState.from_dict(json.loads(json.dumps(ref.to_dict())))
         assert migrated[cid] == direct
+
+
+def test_an_open_destination_and_a_source_object_of_the_wrong_kind(tmp_path: Path) -> None:
+    async def run() -> MigrationReport:
+        db = factory.create(backend="memory")
+        await db.connect()
+        await write_conversations(db)
+        async with open_storage(f"memory://open-{tmp_path.name}") as storage:
+            report = await migrate(db, storage, dry_run=True)
+            assert await storage.count_conversations() == 0  # a dry run writes nothing
+            with pytest.raises(TypeError, match="not dict"):
+                await migrate({"nodes": []}, storage)
+            return report
+
+    report = asyncio.run(run())
+    assert len(report.copied) == 3
+    assert report.dest == f"memory://open-{tmp_path.name}"
+    assert report.lines()[0].startswith("dry run: 3 conversation(s) in a dataknobs-data ")

@@ -187,13 +187,18 @@ async def migrate(
             source_name = mask_url(source)
         else:
             db = getattr(source, "backend", source)
+            if not callable(getattr(db, "search", None)):
+                raise TypeError(
+                    "migrate() reads a dataknobs-llm+ URL, a dataknobs-data AsyncDatabase or "
+                    f"a DataknobsConversationStorage, not {type(source).__name__}"
+                )
             source_name = _db_name(db)
         if isinstance(dest, str):
             storage = await stack.enter_async_context(open_storage(dest))
             dest_name = mask_url(dest)
         else:
             storage = dest
-            dest_name = getattr(getattr(dest, "records", None), "name", type(dest).__name__)
+            dest_name = str(getattr(dest, "name", None) or type(dest).__name__)
         report = MigrationReport(source_name, dest_name, dry_run)
         total = await _count(db, source_name)
         done = 0
