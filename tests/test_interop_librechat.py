@@ -581,7 +581,7 @@ def test_not_an_object() -> None:
         librechat.from_dict("x")  # type: ignore[arg-type]
 
 
-@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data(), st.booleans())
 def test_random_damage_raises_only_format_error(data: st.DataObject, as_tree: bool) -> None:
     """Any value anywhere: it imports, or raises FormatError (never KeyError,

@@ -656,7 +656,7 @@ def test_not_an_object() -> None:
         openwebui.from_dict([])  # type: ignore[arg-type]
 
 
-@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_random_damage_raises_only_format_error(data: st.DataObject) -> None:
     """Any value anywhere in a valid chat: it imports, or raises FormatError (never
