@@ -7,7 +7,17 @@ navigated, replayed and persisted as a versioned nodes-and-edges document.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .changes import ChangeSet, SavedRevision
+from .compat import (
+    SCHEMA_VERSION,
+    NotProvidedError,
+    calculate_node_id,
+    get_messages_for_llm,
+    get_node_by_id,
+    get_nodes_for_path,
+)
 from .errors import (
     AmbiguousReferenceError,
     ConflictError,
@@ -39,6 +49,7 @@ from .storage import (
 
 __all__ = [
     "CURRENT_SCHEMA_VERSION",
+    "SCHEMA_VERSION",
     "AmbiguousReferenceError",
     "ChangeSet",
     "ConflictError",
@@ -56,6 +67,7 @@ __all__ = [
     "Message",
     "NodeNotFoundError",
     "NodeRef",
+    "NotProvidedError",
     "PreconditionFailed",
     "SavedRevision",
     "SchemaVersionError",
@@ -64,9 +76,16 @@ __all__ = [
     "StorageUnavailableError",
     "TreeOperationError",
     "__version__",
+    "calculate_node_id",
+    "get_messages_for_llm",
+    "get_node_by_id",
+    "get_nodes_for_path",
     "open_storage",
     "render_tree",
     "upgrade_document",
 ]
 
 __version__ = "0.1.0.dev0"
+
+if not TYPE_CHECKING:  # dataknobs-llm names convtree lacks raise NotProvidedError on import
+    from .compat import __getattr__  # noqa: F401

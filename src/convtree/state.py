@@ -253,6 +253,17 @@ class ConversationState:
         node: ConversationNode = self._cursor.data
         return node
 
+    def get_current_node(self) -> Tree:
+        """The cursor's place in `message_tree`: the `dataknobs_structures.Tree` whose
+        ``data`` is the current [`ConversationNode`][convtree.ConversationNode].
+
+        dataknobs-llm's name, kept for code written against it (which reads
+        ``.data``, ``.children``, ``.parent``); it returned ``None`` for a cursor
+        naming no node, which cannot happen here. For the node itself use
+        `current_node`. Read the tree; change it only through this class's methods.
+        """
+        return self._cursor
+
     def __len__(self) -> int:
         """Number of nodes, the root included."""
         return len(self._index)
