@@ -10,6 +10,7 @@ Errors convtree raises on purpose ([`ConvtreeError`][convtree.ConvtreeError], an
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import html
 import json
 import os
@@ -23,7 +24,13 @@ from typing import IO, TYPE_CHECKING, Any, TypeVar
 import click
 
 from . import __version__
-from .errors import ConvtreeError, FormatError, StorageError, StorageUnavailableError
+from .errors import (
+    ConvtreeError,
+    FilterError,
+    FormatError,
+    StorageError,
+    StorageUnavailableError,
+)
 from .format import document_json_schema
 from .render import render_tree, to_html, to_mermaid
 from .state import ConversationState
@@ -36,7 +43,7 @@ if TYPE_CHECKING:
     from rich.progress import Progress
 
     from .interop._source import Skipped
-    from .storage.base import ConversationStorage
+    from .storage.base import ConversationStorage, ConversationSummary
 
 __all__ = [
     "ImportReport",
@@ -44,6 +51,7 @@ __all__ = [
     "check_store",
     "cli",
     "main",
+    "parse_where",
     "run_with_store",
     "store_option",
 ]
@@ -592,6 +600,208 @@ def migrate(
 
 
 # ------------------------------------------------------------------- helpers
+
+
+# ------------------------------------------------------------------ listing
+
+_OPERATORS = {
+    "=": "$eq",
+    "==": "$eq",
+    "!=": "$ne",
+    ">": "$gt",
+    ">=": "$gte",
+    "<": "$lt",
+    "<=": "$lte",
+    "in": "$in",
+    "nin": "$nin",
+    "contains": "$contains",
+    "exists": "$exists",
+}
+
+
+def _value(text: str) -> Any:
+    """A --where value: a JSON literal (42, true, null, "x", [..]) when it is one, else text."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def parse_where(clauses: Sequence[str]) -> dict[str, Any]:
+    """``--where`` clauses as a metadata filter.
+
+    ``KEY=VALUE`` or ``KEY OP VALUE`` with OP one of ``= != > >= < <= in nin contains
+    exists``; VALUE is a JSON literal when it parses as one (``42``, ``true``,
+    ``["a","b"]``, ``"42"``), else the text itself.
+
+    Raises:
+        FilterError: a clause that is neither form.
+    """
+    out: dict[str, Any] = {}
+    for clause in clauses:
+        parts = clause.split(None, 2)
+        if len(parts) == 3 and parts[1] in _OPERATORS:
+            key, op, raw = parts
+        elif "=" in clause and not clause.startswith("="):
+            key, _, raw = clause.partition("=")
+            key, op = key.strip(), "="
+        else:
+            raise FilterError(
+                f"--where {clause!r}: write KEY=VALUE or 'KEY OP VALUE' with OP one of "
+                f"{' '.join(_OPERATORS)}"
+            )
+        value = _value(raw)
+        if op in ("in", "nin") and not isinstance(value, list):
+            value = [v.strip() for v in raw.split(",")]
+        spec = out.setdefault(key, {})
+        if not isinstance(spec, dict):
+            raise FilterError(f"--where: key {key!r} given twice")
+        spec[_OPERATORS[op]] = value
+    return out
+
+
+def where_option(command: F) -> F:
+    """``--where`` (repeatable) and ``--search``."""
+    command = click.option(
+        "--search",
+        metavar="TEXT",
+        default=None,
+        help="only conversations with a message (on any branch) holding TEXT, any case",
+    )(command)
+    return click.option(
+        "--where",
+        "where",
+        multiple=True,
+        metavar="FILTER",
+        help="metadata filter: KEY=VALUE or 'KEY OP VALUE' (OP: = != > >= < <= in nin "
+        "contains exists); repeat to combine",
+    )(command)
+
+
+@cli.command("ls", short_help="List conversations: filters, search, newest first, pages.")
+@where_option
+@click.option(
+    "--order",
+    default="-updated_at",
+    show_default=True,
+    metavar="KEY",
+    help="updated_at, created_at or conversation_id; '-' first for descending",
+)
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(min=1))
+@click.option("--after", metavar="CURSOR", default=None, help="the cursor a previous page printed")
+@click.option("--total", is_flag=True, help="also count every matching conversation")
+@click.option("--json", "as_json", is_flag=True, help="print the page as JSON")
+@store_option
+def ls(
+    where: tuple[str, ...],
+    search: str | None,
+    order: str,
+    limit: int,
+    after: str | None,
+    total: bool,
+    as_json: bool,
+    store: str | None,
+) -> int:
+    """List the conversations of a store, one page at a time.
+
+    Examples: convtree ls --where user_id=alice --search invoice;
+    convtree ls --where 'tags contains work' --order created_at --limit 50.
+    """
+    flt = parse_where(where)
+    page = run_with_store(
+        store,
+        lambda storage: storage.list_page(
+            flt or None, search=search, order_by=order, limit=limit, after=after, total=total
+        ),
+    )
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "rows": [_row_json(row) for row in page.rows],
+                    "next_cursor": page.next_cursor,
+                    "total": page.total,
+                },
+                ensure_ascii=False,
+                indent=2,
+            )
+        )
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False, show_edge=False, expand=False)
+    width = max([len(r.conversation_id) for r in page.rows] + [2])
+    table.add_column("id", no_wrap=True, min_width=min(width, 36), overflow="fold")
+    table.add_column("updated", no_wrap=True, min_width=16)
+    table.add_column("msgs", justify="right", no_wrap=True, min_width=4)
+    table.add_column("branches", justify="right", no_wrap=True, min_width=8)
+    table.add_column("first message", no_wrap=True, overflow="ellipsis", max_width=40)
+    table.add_column("last message", no_wrap=True, overflow="ellipsis", max_width=40)
+    for row in page.rows:
+        table.add_row(
+            row.conversation_id,
+            row.updated_at.astimezone().strftime("%Y-%m-%d %H:%M"),
+            str(row.message_count),
+            str(row.leaf_count),
+            row.first_user_message or "",
+            row.last_message or "",
+        )
+    console = Console(highlight=False, soft_wrap=False)
+    if page.rows:
+        console.print(table)
+    else:
+        console.print("no conversations match")
+    footer = []
+    if page.total is not None:
+        footer.append(f"{page.total} in all")
+    if page.next_cursor:
+        footer.append(f"next page: --after {page.next_cursor}")
+    if footer:
+        console.print("; ".join(footer), style="dim")
+    return 0
+
+
+def _row_json(row: ConversationSummary) -> dict[str, Any]:
+    out = dataclasses.asdict(row)
+    out["created_at"] = row.created_at.isoformat()
+    out["updated_at"] = row.updated_at.isoformat()
+    return out
+
+
+@cli.command(short_help="Count conversations (the filters and search of ls).")
+@where_option
+@store_option
+def count(where: tuple[str, ...], search: str | None, store: str | None) -> int:
+    """Print how many conversations match."""
+    flt = parse_where(where)
+    n = run_with_store(
+        store, lambda storage: storage.count_conversations(flt or None, search=search)
+    )
+    click.echo(str(n))
+    return 0
+
+
+@cli.command(short_help="Delete conversations.")
+@click.argument("ids", nargs=-1, required=True)
+@store_option
+def rm(ids: tuple[str, ...], store: str | None) -> int:
+    """Delete conversations and every record of them; exit 1 if one was not there."""
+
+    async def body(storage: ConversationStorage) -> list[str]:
+        missing = []
+        for cid in ids:
+            if not await storage.delete_conversation(cid):
+                missing.append(cid)
+        return missing
+
+    missing = run_with_store(store, body)
+    for cid in ids:
+        if cid in missing:
+            click.echo(f"convtree: no conversation {cid!r}", err=True)
+        else:
+            click.echo(f"deleted {cid}")
+    return 1 if missing else 0
 
 
 def _open(target: str, store: str | None, *, allow_file: bool) -> ConversationState:
