@@ -1,7 +1,7 @@
 """The test suite on every supported Python, each in a fresh virtualenv.
 
 ``nox`` runs all of them, ``nox -s tests-3.12`` one, ``nox -s tests-3.12 -- -x -k sync``
-passes arguments to pytest. Each session installs ``.[test,docs]`` with whatever
+passes arguments to pytest. Each session installs ``.[test,docs,bench]`` with whatever
 pip resolves on that Python (dataknobs-data 0.4.x on 3.10 and 3.11, see
 ``pyproject.toml`` for 3.12 and later), prints the dataknobs versions it got,
 and runs pytest. ``.ci/run`` runs the sessions of the Pythons other than the
@@ -53,8 +53,8 @@ _activate_pyenv_versions()
 
 @nox.session(python=PYTHONS)
 def tests(session: nox.Session) -> None:
-    """Install ``.[test,docs]`` and run the test suite."""
-    session.install("-e", ".[test,docs]")
+    """Install ``.[test,docs,bench]`` and run the test suite."""
+    session.install("-e", ".[test,docs,bench]")
     session.run(
         "python",
         "-c",
