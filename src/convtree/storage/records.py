@@ -202,7 +202,7 @@ class RecordStore(ABC):
 
     def pushable(self, condition: Condition) -> bool:
         """Whether `query_heads()` runs ``condition`` exactly as
-        [`Condition.matches`][convtree.storage.filters.Condition.matches] decides it.
+        [`Condition`][convtree.storage.filters.Condition]'s ``matches`` decides it.
 
         Only for stores declaring ``capabilities.query`` (the default: none).
         """
