@@ -581,8 +581,28 @@ def test_export_of_a_native_conversation() -> None:
         assert other.message.text == node.message.text
         assert other.metadata.get("model") == node.metadata.get("model")
     assert back.get_node("a1").message.content == state.get_node("a1").message.content
+    # Tool calls travel in the ChatGPT message's metadata.convtree and come back.
+    assert back.get_node("call").message.tool_calls == state.get_node("call").message.tool_calls
     # And back out: now it is a ChatGPT conversation, written as read.
     assert chatgpt.to_dict(back) == out
+
+
+def test_kept_convtree_fields_follow_changes_and_odd_values_stay_verbatim() -> None:
+    out = chatgpt.to_dict(native_state())
+    back = chatgpt.from_dict(out)
+    node = back.get_node("call")
+    node.message = node.message.model_copy(update={"tool_calls": None})
+    assert "convtree" not in chatgpt.to_dict(back)["mapping"]["call"]["message"]["metadata"]
+
+    src = branchy()
+    odd = {"tool_calls": "not a list", "tool_call_id": 7, "refusal": "no"}
+    src["mapping"]["a1"]["message"]["metadata"]["convtree"] = odd
+    state = chatgpt.from_dict(src)
+    message = state.get_node("a1").message
+    assert message.tool_calls is None
+    assert message.tool_call_id is None
+    assert message.to_dict()["refusal"] == "no"  # any other field is a provider field
+    assert chatgpt.to_dict(state) == src
 
 
 def test_bad_mode() -> None:
@@ -859,6 +879,8 @@ def native_trees(draw: st.DrawFn) -> ConversationState:
             parent_id=parent,
             node_id=f"n{i}",
             name=draw(st.none() | st.sampled_from(["ann", "browser"])),
+            tool_calls=draw(st.none() | st.just([{"id": "t", "type": "function"}])),
+            tool_call_id=draw(st.none() | st.just("t")),
             metadata=metadata,
             timestamp=draw(TIMES),
         )
@@ -886,6 +908,8 @@ def test_property_native_trees_survive_chatgpt(state: ConversationState) -> None
         assert other.message.role == node.message.role
         assert other.message.content == as_chatgpt_keeps_it(node.message.content)
         assert other.message.name == node.message.name
+        assert other.message.tool_calls == node.message.tool_calls
+        assert other.message.tool_call_id == node.message.tool_call_id
         assert other.metadata.get("model") == node.metadata.get("model")
     assert chatgpt.to_dict(back) == out  # and a second trip changes nothing
 

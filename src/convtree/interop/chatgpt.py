@@ -44,6 +44,7 @@ from ._source import Dest, MemberFilter, Reader, Source, write_array
 
 __all__ = [
     "BRANCH_SEPARATOR",
+    "EXTENSION",
     "FORMAT",
     "Mode",
     "from_dict",
@@ -58,6 +59,11 @@ FORMAT = "chatgpt"
 
 Mode = Literal["tree", "active", "branches"]
 """What an export holds: the whole tree, the active path, or one conversation per leaf."""
+
+EXTENSION = "convtree"
+"""Key, in a ChatGPT message's ``metadata``, of the convtree message fields ChatGPT has no
+place for (``tool_calls``, ``tool_call_id``, ``function_call``, the message's ``metadata``,
+provider fields); import puts them back into the message."""
 
 BRANCH_SEPARATOR = "~"
 """Joins a conversation id and a leaf id in ``branches`` exports: ``<id>~<leaf id>``."""
@@ -416,8 +422,43 @@ def _message(message: Any, where: str) -> tuple[dict[str, Any], dict[str, Any], 
     if isinstance(name, str):
         record["name"] = name
     meta = message.get("metadata")
-    model = meta.get("model_slug") if isinstance(meta, Mapping) else None
+    if isinstance(meta, Mapping):
+        record.update(_lifted(meta.get(EXTENSION)))
+        model = meta.get("model_slug")
+    else:
+        model = None
     return record, template, model if isinstance(model, str) else None
+
+
+_OWN = frozenset({"role", "content", "name"})
+_TYPES: dict[str, type | tuple[type, ...]] = {
+    "tool_calls": list,
+    "tool_call_id": str,
+    "function_call": dict,
+    "metadata": dict,
+}
+
+
+def _lifted(kept: Any) -> dict[str, Any]:
+    """The convtree message fields an export put in ``metadata.convtree`` (of the right type)."""
+    if not isinstance(kept, Mapping):
+        return {}
+    out = {}
+    for key, value in kept.items():
+        if key in _OWN or value is None or (key == "metadata" and not value):
+            continue  # as Message.to_dict leaves them out
+        wanted = _TYPES.get(key)
+        if wanted is not None and not isinstance(value, wanted):
+            continue  # not a field value: it stays only in the kept message
+        if key == "tool_calls" and not all(isinstance(call, dict) for call in value):
+            continue
+        out[key] = value
+    return out
+
+
+def _extra_fields(message: Mapping[str, Any]) -> dict[str, Any]:
+    """A convtree message's fields ChatGPT has no place for (tool calls, ...)."""
+    return {k: v for k, v in message.items() if k not in _OWN}
 
 
 def _plain(content: Any) -> str | list[dict[str, Any]] | None:
@@ -740,12 +781,16 @@ def _restore_message(
                 meta["model_slug"] = model
         else:
             out["metadata"] = {"model_slug": model}
-    extra = {k: v for k, v in message.items() if k not in ("role", "content", "name")}
-    if extra:
-        meta = out.get("metadata")
+    extra = _extra_fields(message)
+    meta = out.get("metadata")
+    kept = meta.get(EXTENSION) if isinstance(meta, dict) else None
+    if extra != _lifted(kept):  # changed in convtree since
         if not isinstance(meta, dict):
             meta = out["metadata"] = {}
-        meta["convtree"] = extra
+        if extra:
+            meta[EXTENSION] = extra
+        else:
+            meta.pop(EXTENSION, None)
     return out
 
 
@@ -757,9 +802,9 @@ def _new_message(
     meta: dict[str, Any] = {}
     if isinstance(model, str):
         meta["model_slug"] = model
-    extra = {k: v for k, v in message.items() if k not in ("role", "content", "name")}
+    extra = _extra_fields(message)
     if extra:
-        meta["convtree"] = extra
+        meta[EXTENSION] = extra
     return {
         "id": node_id,
         "author": {"role": role, "name": message.get("name"), "metadata": {}},
