@@ -12,6 +12,7 @@ import asyncio
 import random
 import sqlite3
 from collections.abc import Awaitable, Callable
+from contextlib import closing
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -465,7 +466,7 @@ def test_sqlite_search_tables_hold_one_row_per_message(tmp_path: Path) -> None:
             await storage.delete_conversation("a")
 
     run(main())
-    with sqlite3.connect(path) as conn:
+    with closing(sqlite3.connect(path)) as conn:  # `with conn` alone does not close it
         assert conn.execute("SELECT count(*) FROM conversations_text").fetchone() == (0,)
         assert conn.execute(
             "SELECT count(*) FROM conversations_fts WHERE conversations_fts MATCH '\"abc\"'"
