@@ -25,11 +25,13 @@ tokenizer on SQLite, ``LIKE`` served by a ``pg_trgm`` GIN index on PostgreSQL.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ..filters import Condition
-from ..query import HeadQuery, utc_text
+from ..query import HeadQuery, TextChanges, utc_text
+from ..records import CommitItem
 
 __all__ = ["Dialect", "PostgresDialect", "SQLiteDialect", "Statement", "created_name"]
 
@@ -46,6 +48,22 @@ def created_name(ddl: str) -> str:
     """The name of what ``CREATE ... IF NOT EXISTS <name>`` creates (no schema)."""
     words = ddl.split("IF NOT EXISTS ", 1)[1].split()
     return words[0].rsplit(".", 1)[-1]
+
+
+def batch_rows(
+    items: Sequence[CommitItem],
+) -> tuple[list[tuple[str, str]], list[tuple[str, str, str]]]:
+    """The rows of a batch of new conversations (``commit_new``): ``(id, data)`` for
+    every segment then every head, and ``(conv, node, body)`` for every search text."""
+    records = [(k, json.dumps(r)) for item in items for k, r in item.segments.items()]
+    records += [(item.key, json.dumps(item.head)) for item in items]
+    texts = [
+        (item.key, node, body)
+        for item in items
+        if item.texts is not None
+        for node, body in item.texts.texts.items()
+    ]
+    return records, texts
 
 
 def _identifier_path(condition: Condition) -> bool:
@@ -185,6 +203,18 @@ class Dialect:
             f"INSERT INTO {t} (conv, node, body) VALUES ({one}, {two}, {three}) "
             "ON CONFLICT (conv, node) DO UPDATE SET body = EXCLUDED.body",
         )
+
+    def text_writes(self, key: str, texts: TextChanges) -> list[tuple[str, list[tuple[Any, ...]]]]:
+        """One save's search-table changes: each statement with its rows (``executemany``)."""
+        everything, one, upsert = self.text_sql()
+        out: list[tuple[str, list[tuple[Any, ...]]]] = []
+        if texts.full:
+            out.append((everything, [(key,)]))
+        if texts.removed:
+            out.append((one, [(key, node) for node in texts.removed]))
+        if texts.texts:
+            out.append((upsert, [(key, node, body) for node, body in texts.texts.items()]))
+        return out
 
     def state_sql(self) -> tuple[str, str]:
         """Read and write a row of the store's ``<table>_convtree`` table (name[, value])."""

@@ -49,7 +49,7 @@ from ..records import (
     refusal,
 )
 from ..urls import identifier, mask_url, query
-from ._sql import PostgresDialect, created_name
+from ._sql import PostgresDialect, batch_rows, created_name
 from .dataknobs import DataknobsRecordStore, connected
 
 if TYPE_CHECKING:
@@ -266,13 +266,8 @@ class PostgresRecordStore(DataknobsRecordStore):
         return bool(still)
 
     async def _texts(self, conn: Any, key: str, texts: TextChanges) -> None:
-        everything, one, upsert = self.dialect.text_sql()
-        if texts.full:
-            await conn.execute(everything, key)
-        if texts.removed:
-            await conn.executemany(one, [(key, node) for node in texts.removed])
-        if texts.texts:
-            await conn.executemany(upsert, [(key, n, b) for n, b in texts.texts.items()])
+        for sql, rows in self.dialect.text_writes(key, texts):
+            await conn.executemany(sql, rows)
 
     def _pool(self) -> Any:
         pool = self.db._pool
@@ -360,16 +355,8 @@ class PostgresRecordStore(DataknobsRecordStore):
             f"INSERT INTO {self.table} (id, data, metadata, created_at, updated_at) "
             "VALUES ($1, $2::jsonb, NULL, now(), now()) ON CONFLICT (id) DO NOTHING"
         )
-        rows = [(k, json.dumps(r)) for item in items for k, r in item.segments.items()]
-        rows += [(item.key, json.dumps(item.head)) for item in items]
+        rows, texts = batch_rows(items)
         keys = [key for key, _ in rows]
-        _, _, upsert = self.dialect.text_sql()
-        texts = [
-            (item.key, node, body)
-            for item in items
-            if item.texts is not None
-            for node, body in item.texts.texts.items()
-        ]
         with _connection_errors(self.name):
             async with self._pool().acquire() as conn, conn.transaction():
                 existing = await conn.fetchval(
@@ -381,7 +368,7 @@ class PostgresRecordStore(DataknobsRecordStore):
                     )
                 await conn.executemany(insert, rows)
                 if texts:
-                    await conn.executemany(upsert, texts)
+                    await conn.executemany(self.dialect.text_sql()[2], texts)
                 # Another writer may have inserted one between the check and the insert:
                 # then ours was skipped (DO NOTHING) and the stored head is not ours.
                 mine = await conn.fetchval(

@@ -43,7 +43,7 @@ from ..records import (
     refusal,
 )
 from ..urls import identifier, local_path, mask_url, path_url, query
-from ._sql import SQLiteDialect, created_name
+from ._sql import SQLiteDialect, batch_rows, created_name
 from .dataknobs import DataknobsRecordStore, connected
 
 if TYPE_CHECKING:
@@ -192,13 +192,8 @@ class SQLiteRecordStore(DataknobsRecordStore):
         return still
 
     async def _texts(self, conn: Any, key: str, texts: TextChanges) -> None:
-        everything, one, upsert = self.dialect.text_sql()
-        if texts.full:
-            await conn.execute(everything, [key])
-        if texts.removed:
-            await conn.executemany(one, [(key, node) for node in texts.removed])
-        if texts.texts:
-            await conn.executemany(upsert, [(key, n, b) for n, b in texts.texts.items()])
+        for sql, rows in self.dialect.text_writes(key, texts):
+            await conn.executemany(sql, rows)
 
     async def scan_keys(self, prefix: str = "") -> AsyncIterator[str]:
         rows = await self._fetch(
@@ -304,27 +299,19 @@ class SQLiteRecordStore(DataknobsRecordStore):
             f"INSERT INTO {self.table} (id, data, metadata, created_at, updated_at) "
             "VALUES (?, ?, NULL, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP) ON CONFLICT(id) DO NOTHING"
         )
-        segments = [(k, json.dumps(r)) for item in items for k, r in item.segments.items()]
-        heads = [(item.key, json.dumps(item.head)) for item in items]
-        _, _, upsert = self.dialect.text_sql()
-        texts = [
-            (item.key, node, body)
-            for item in items
-            if item.texts is not None
-            for node, body in item.texts.texts.items()
-        ]
+        records, texts = batch_rows(items)
         async with self._connection:
             conn = self._conn()
             with self._errors():
                 await conn.execute("BEGIN IMMEDIATE")
                 try:
-                    cursor = await conn.executemany(insert, segments + heads)
-                    if cursor.rowcount != len(segments) + len(heads):
+                    cursor = await conn.executemany(insert, records)
+                    if cursor.rowcount != len(records):
                         raise PreconditionFailed(
                             f"{self.name}: a conversation of the batch exists already"
                         )
                     if texts:
-                        await conn.executemany(upsert, texts)
+                        await conn.executemany(self.dialect.text_sql()[2], texts)
                     await conn.commit()
                 except BaseException:
                     await conn.rollback()
