@@ -44,9 +44,8 @@ from .layout import (
     Head,
     as_damaged,
     damaged_error,
-    fold,
+    fold_records,
     parse_head,
-    parse_segment,
     path_from_records,
     plan_save,
     record_id,
@@ -55,12 +54,11 @@ from .layout import (
 from .query import (
     HeadQuery,
     decode_cursor,
-    fold_text,
     message_search_text,
     order_spec,
     search_term,
+    sort_text,
     text_changes,
-    utc_text,
 )
 from .records import CommitItem, Record, RecordStore
 
@@ -830,21 +828,12 @@ class DataknobsConversationStorage(ConversationStorage):
             state = await self.load_conversation(head.conversation_id)  # merged meanwhile
             if state is None:
                 return False
-            return any(
-                term in fold_text(node.message.text)
-                for node in state.nodes()
-                if node.has_message and node.message is not None
-            )
-        segments = [
-            parse_segment(record, self.name, head.conversation_id, key, head=head)
-            for (key, _), record in zip(head.segments, records, strict=True)
-        ]
-        folded = fold(segments, drop_tombstones=True)
-        for node in folded["nodes"]:
-            text = message_search_text(node)
-            if text is not None and term in text:
-                return True
-        return False
+            nodes = state.to_dict()["nodes"]
+        else:
+            nodes = fold_records(head, records, self.name)[1]["nodes"]
+        return any(
+            term in text for node in nodes if (text := message_search_text(node)) is not None
+        )
 
     def _warn_damaged(self, what: str, damaged: list[DamagedRecordError]) -> None:
         damaged.sort(key=lambda e: (e.conversation_id or "", e.key or ""))
@@ -891,9 +880,7 @@ def _listing(
 
 def _sort_key(head: Head, order: str) -> tuple[str, str]:
     """A head's place in a listing: its sort text, then its storage key."""
-    if order == "conversation_id":
-        return head.key, head.key
-    return utc_text(head.updated_at if order == "updated_at" else head.created_at), head.key
+    return sort_text(order, head.key, head.created_at, head.updated_at), head.key
 
 
 def _caller_stacklevel() -> int:

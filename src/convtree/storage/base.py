@@ -221,7 +221,7 @@ class ConversationStorage(ABC):
         """
         from ..errors import FilterError
         from .layout import record_id
-        from .query import encode_cursor, order_spec, utc_text
+        from .query import encode_cursor, order_spec, sort_text
 
         if type(limit) is not int or limit < 1:
             raise FilterError(f"limit of a page must be an int >= 1, got {limit!r}")
@@ -242,7 +242,7 @@ class ConversationStorage(ABC):
             rows = rows[:limit]
             last = rows[-1]
             key = record_id(last.conversation_id)
-            sort = key if order == "conversation_id" else utc_text(getattr(last, order))
+            sort = sort_text(order, key, last.created_at, last.updated_at)
             cursor = encode_cursor(order_by, sort, key)
         count = None
         if total:

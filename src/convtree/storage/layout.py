@@ -51,6 +51,7 @@ __all__ = [
     "SavePlan",
     "conversation_of",
     "damaged_error",
+    "fold_records",
     "parse_head",
     "parse_segment",
     "plan_save",
@@ -353,33 +354,11 @@ def state_from_records(
         StorageError: a segment is missing or unreadable, or the document is invalid.
         SchemaVersionError: a newer major version ("upgrade convtree to read it").
     """
-    cid = head.conversation_id
-    with gc_paused():
-        parsed = [
-            parse_segment(record, store, cid, key, head=head)
-            for (key, _), record in zip(head.segments, segments, strict=True)
-        ]
-        folded = fold(parsed, drop_tombstones=True)
+    parsed, folded = fold_records(head, segments, store)
     doc = dict(head.document)
     doc["nodes"] = folded["nodes"]
     doc["edges"] = folded["edges"]
-    try:
-        state = ConversationState.from_dict(doc)
-    except SchemaVersionError as exc:
-        raise SchemaVersionError(
-            f"conversation {cid!r} in {store}: {exc}; upgrade convtree to read it"
-        ) from None
-    except (FormatError, TypeError, ValueError, KeyError, AttributeError, RecursionError) as exc:
-        # Name the segment that holds the node at fault (the newest copy of it).
-        node_id = getattr(exc, "node_id", None)
-        key = head.key
-        for (segment_key, _), segment in reversed(list(zip(head.segments, parsed, strict=True))):
-            if any(node.get("node_id") == node_id for node in segment["nodes"]):
-                key = segment_key
-                break
-        raise damaged_error(
-            store, key, f"its nodes do not form a valid conversation: {exc}", cid=cid
-        ) from None
+    state = _load_document(head, doc, parsed, store)
     state.mark_saved(head.revision)
     return state
 
@@ -398,14 +377,10 @@ def path_from_records(
     Raises:
         NodeNotFoundError: ``ref`` names no node.
         DamagedRecordError: a record cannot be read, or the path is not valid.
+        SchemaVersionError: a newer major version ("upgrade convtree to read it").
     """
     cid = head.conversation_id
-    with gc_paused():
-        parsed = [
-            parse_segment(record, store, cid, key, head=head)
-            for (key, _), record in zip(head.segments, segments, strict=True)
-        ]
-        folded = fold(parsed, drop_tombstones=True)
+    parsed, folded = fold_records(head, segments, store)
     nodes = {node["node_id"]: node for node in folded["nodes"]}
     parent = {child: up for up, child in folded["edges"]}
     target = head.document.get("current_node_id") if ref is None else ref
@@ -421,13 +396,47 @@ def path_from_records(
     doc["nodes"] = [nodes[node_id] for node_id in path if node_id in nodes]
     doc["edges"] = [[a, b] for a, b in itertools.pairwise(path)]
     doc["current_node_id"] = target
+    return _load_document(head, doc, parsed, store).get_path()
+
+
+def fold_records(
+    head: Head, segments: Sequence[dict[str, Any] | None], store: str
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The segments of ``head`` parsed (in the head's order), and their fold.
+
+    Raises:
+        DamagedRecordError: a segment is missing or not as convtree writes it.
+    """
+    with gc_paused():
+        parsed = [
+            parse_segment(record, store, head.conversation_id, key, head=head)
+            for (key, _), record in zip(head.segments, segments, strict=True)
+        ]
+        return parsed, fold(parsed, drop_tombstones=True)
+
+
+def _load_document(
+    head: Head, doc: dict[str, Any], parsed: Sequence[dict[str, Any]], store: str
+) -> ConversationState:
+    """``from_dict(doc)``, its errors naming the conversation and the record at fault."""
+    cid = head.conversation_id
     try:
-        state = ConversationState.from_dict(doc)
-    except (FormatError, TypeError, ValueError, KeyError, AttributeError, RecursionError) as exc:
-        raise damaged_error(
-            store, head.key, f"its nodes do not form a valid conversation: {exc}", cid=cid
+        return ConversationState.from_dict(doc)
+    except SchemaVersionError as exc:
+        raise SchemaVersionError(
+            f"conversation {cid!r} in {store}: {exc}; upgrade convtree to read it"
         ) from None
-    return state.get_path()
+    except (FormatError, TypeError, ValueError, KeyError, AttributeError, RecursionError) as exc:
+        # Name the segment that holds the node at fault (the newest copy of it).
+        node_id = getattr(exc, "node_id", None)
+        key = head.key
+        for (segment_key, _), segment in reversed(list(zip(head.segments, parsed, strict=True))):
+            if any(node.get("node_id") == node_id for node in segment["nodes"]):
+                key = segment_key
+                break
+        raise damaged_error(
+            store, key, f"its nodes do not form a valid conversation: {exc}", cid=cid
+        ) from None
 
 
 @dataclass(frozen=True)

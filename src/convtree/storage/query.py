@@ -35,6 +35,7 @@ __all__ = [
     "fold_text",
     "message_search_text",
     "search_term",
+    "sort_text",
     "utc_text",
 ]
 
@@ -102,6 +103,13 @@ class TextChanges:
     full: bool
     texts: Mapping[str, str]
     removed: Sequence[str]
+
+
+def sort_text(order: str, key: str, created_at: datetime, updated_at: datetime) -> str:
+    """A conversation's sort text in a listing by ``order``: its storage key, or a time."""
+    if order == "conversation_id":
+        return key
+    return utc_text(updated_at if order == "updated_at" else created_at)
 
 
 def encode_cursor(order_by: str, sort: str, key: str) -> str:
