@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Container, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from itertools import pairwise
@@ -45,10 +45,12 @@ __all__ = [
     "newest_leaf",
     "parse_time",
     "path_key",
+    "read_extension",
     "relocate",
     "same",
     "same_value",
     "text_of",
+    "text_or_none",
     "unique_id",
     "views",
 ]
@@ -302,6 +304,67 @@ def path_key(base: str, key: str) -> str:
         return f"{base}.{key}" if base else key
     quoted = '"' + key.replace("\\", "\\\\").replace('"', '\\"') + '"'
     return f"{base}[{quoted}]"
+
+
+def text_or_none(value: Any) -> str | None:
+    """``value`` if it is a string, else ``None``."""
+    return value if isinstance(value, str) else None
+
+
+def read_extension(
+    ext: Any,
+    where: str,
+    roots: list[str],
+    known: Container[str],
+    default_root: str,
+    *,
+    what: str,
+    roots_are: str,
+) -> tuple[str, bool, str | None]:
+    """Read the ``convtree`` object a format's export carries beside its own fields.
+
+    convtree writes it only for what the format cannot hold: a root id other
+    than ``default_root``, a root holding a message, a cursor the format has no
+    place for.
+
+    Args:
+        ext: The ``convtree`` value (``None``: absent).
+        where: Its path in the source, for errors.
+        roots: The ids of the messages without a parent.
+        known: The message ids of the conversation.
+        default_root: The root id to use when none is given (made unique).
+        what: How errors name the conversation ("conversation", "chat").
+        roots_are: How errors name the messages in ``roots`` ("first messages").
+
+    Returns:
+        The root id, whether the root holds a message, and the cursor given.
+    """
+    root_id: str | None = None
+    cursor: str | None = None
+    if ext is not None:
+        if not isinstance(ext, Mapping):
+            raise FormatError("`convtree` must be an object", path=where)
+        root_id = ext.get("root_id")
+        cursor = ext.get("current_node_id")
+        for name, value in (("root_id", root_id), ("current_node_id", cursor)):
+            if value is not None and not isinstance(value, str):
+                raise FormatError(f"{name} must be text", path=path_key(where, name))
+    message_root = root_id is not None and root_id in known
+    if message_root:
+        if roots != [root_id]:
+            raise FormatError(
+                f"root_id names message {root_id!r}, but the {what} has {len(roots)} {roots_are}",
+                path=path_key(where, "root_id"),
+            )
+    elif root_id is None:
+        root_id = unique_id(default_root, known.__contains__)
+    assert root_id is not None
+    if cursor is not None and cursor != root_id and cursor not in known:
+        raise FormatError(
+            f"current_node_id {cursor!r} names no message of this {what}",
+            path=path_key(where, "current_node_id"),
+        )
+    return root_id, message_root, cursor
 
 
 def unique_id(preferred: str, taken: Callable[[str], bool]) -> str:

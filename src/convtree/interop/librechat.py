@@ -49,8 +49,10 @@ from ._fields import (
     message_field,
     newest_leaf,
     parse_time,
+    read_extension,
     relocate,
     text_of,
+    text_or_none,
     unique_id,
     views,
 )
@@ -100,10 +102,6 @@ class _Ctx:
         self.fallback = fallback  # the time of a message without one
 
 
-def _text_or_none(value: Any) -> str | None:
-    return value if isinstance(value, str) else None
-
-
 def _read_parent(m: Mapping[str, Any], c: _Ctx) -> str | None:
     value = m.get("parentMessageId")
     return None if value is None or value == NO_PARENT else value
@@ -149,7 +147,7 @@ def _normal_part(part: Any) -> Any:
 
 def _read_content(m: Mapping[str, Any], c: Any) -> Any:
     parts = m.get("content")
-    text = _text_or_none(m.get("text"))
+    text = text_or_none(m.get("text"))
     if isinstance(parts, list) and (parts or not text):
         return [_normal_part(p) for p in parts]
     return text
@@ -188,7 +186,7 @@ _FIELDS = [
     Field(
         "name",
         ("sender",),
-        lambda m, c: _text_or_none(m.get("sender")),
+        lambda m, c: text_or_none(m.get("sender")),
         lambda v, c: {"sender": _default_sender(c) if v is None else v},
     ),
     Field("content", ("text", "content"), _read_content, _write_content),
@@ -196,7 +194,7 @@ _FIELDS = [
     Field(
         "model",
         ("model",),
-        lambda m, c: _text_or_none(m.get("model")),
+        lambda m, c: text_or_none(m.get("model")),
         lambda v, c: _optional("model", v),
     ),
     EXTRA_FIELD,
@@ -227,7 +225,7 @@ _CONVERSATION = FieldMap(
         Field(
             "title",
             ("title",),
-            lambda m, c: _text_or_none(m.get("title")),
+            lambda m, c: text_or_none(m.get("title")),
             lambda v, c: {"title": _DEFAULT_TITLE if v is None else v},
         ),
         _conv_time("createdAt", "created"),
@@ -295,7 +293,9 @@ def from_dict(obj: Mapping[str, Any]) -> ConversationState:
     children, roots, preorder = _tree(items, nested)
 
     ext = obj.get("convtree")
-    root_id, message_root, ext_cursor = _read_extension(ext, items, roots)
+    root_id, message_root, ext_cursor = read_extension(
+        ext, "convtree", roots, items, NO_PARENT, what="conversation", roots_are="first messages"
+    )
 
     stamps = []
     for item in items.values():
@@ -345,7 +345,7 @@ def from_dict(obj: Mapping[str, Any]) -> ConversationState:
         nodes.append(_node(message_id, item, fields, conversation_id))
         edges.extend([message_id, kid] for kid in children.get(message_id, ()))
 
-    title = _text_or_none(obj.get("title"))
+    title = text_or_none(obj.get("title"))
     ns = _CONVERSATION.kept(
         obj,
         {"title": title, "createdAt": created, "updatedAt": updated},
@@ -478,44 +478,6 @@ def _tree(
     return children, roots, preorder
 
 
-def _read_extension(
-    ext: Any, items: Mapping[str, _Item], roots: list[str]
-) -> tuple[str, bool, str | None]:
-    """The root id, whether the root holds a message, and the cursor ``convtree`` gives.
-
-    convtree writes ``convtree`` only for what LibreChat cannot hold: a root id
-    that is not `NO_PARENT`, a root holding a message, a cursor that is not
-    the newest leaf.
-    """
-    root_id: str | None = None
-    cursor: str | None = None
-    if ext is not None:
-        if not isinstance(ext, Mapping):
-            raise FormatError("`convtree` must be an object", path="convtree")
-        root_id = ext.get("root_id")
-        cursor = ext.get("current_node_id")
-        for name, value in (("root_id", root_id), ("current_node_id", cursor)):
-            if value is not None and not isinstance(value, str):
-                raise FormatError(f"{name} must be text", path=f"convtree.{name}")
-    message_root = root_id is not None and root_id in items
-    if message_root:
-        if roots != [root_id]:
-            raise FormatError(
-                f"root_id names message {root_id!r}, but the conversation has "
-                f"{len(roots)} first messages",
-                path="convtree.root_id",
-            )
-    elif root_id is None:
-        root_id = unique_id(NO_PARENT, items.__contains__)
-    assert root_id is not None
-    if cursor is not None and cursor != root_id and cursor not in items:
-        raise FormatError(
-            f"current_node_id {cursor!r} names no message of this conversation",
-            path="convtree.current_node_id",
-        )
-    return root_id, message_root, cursor
-
-
 def _node(message_id: str, item: _Item, fields: FieldMap, conversation_id: str) -> dict[str, Any]:
     msg, path = item.msg, item.path
     text = msg.get("text")
@@ -527,8 +489,8 @@ def _node(message_id: str, item: _Item, fields: FieldMap, conversation_id: str) 
     ):
         raise FormatError("content must be a list of content parts", path=path + ".content")
     role = _read_role(msg, None)
-    name = _text_or_none(msg.get("sender"))
-    model = _text_or_none(msg.get("model"))
+    name = text_or_none(msg.get("sender"))
+    model = text_or_none(msg.get("model"))
     content = _read_content(msg, None)
     stamp = item.stamp
     assert stamp is not None

@@ -57,9 +57,11 @@ from ._fields import (
     newest_leaf,
     parse_time,
     path_key,
+    read_extension,
     relocate,
     same,
     text_of,
+    text_or_none,
     unique_id,
     views,
 )
@@ -111,10 +113,6 @@ class _Ctx:
         self.fallback = fallback  # the time of a message without one
 
 
-def _text_or_none(value: Any) -> str | None:
-    return value if isinstance(value, str) else None
-
-
 def _read_time(m: Mapping[str, Any], c: _Ctx) -> datetime:
     value = m.get("timestamp")
     return c.fallback if value is None else parse_time(value, "timestamp")
@@ -143,7 +141,7 @@ _MESSAGE = FieldMap(
         Field(
             "parent",
             ("parentId",),
-            lambda m, c: _text_or_none(m.get("parentId")),
+            lambda m, c: text_or_none(m.get("parentId")),
             lambda v, c: {"parentId": v},
         ),
         Field(
@@ -160,14 +158,14 @@ _MESSAGE = FieldMap(
         Field(
             "model",
             ("model",),
-            lambda m, c: _text_or_none(m.get("model")),
+            lambda m, c: text_or_none(m.get("model")),
             lambda v, c: _optional("model", v),
         ),
         Field("usage", ("usage",), _read_usage, lambda v, c: _optional("usage", v)),
         Field(
             "name",
             ("name",),
-            lambda m, c: _text_or_none(m.get("name")),
+            lambda m, c: text_or_none(m.get("name")),
             lambda v, c: _optional("name", v),
         ),
         EXTRA_FIELD,
@@ -192,7 +190,7 @@ def _title_field(key: str = "title") -> Field:
     return Field(
         "title",
         (key,),
-        lambda m, c: _text_or_none(m.get(key)),
+        lambda m, c: text_or_none(m.get(key)),
         lambda v, c: {key: _DEFAULT_TITLE if v is None else v},
     )
 
@@ -270,7 +268,15 @@ def from_dict(obj: Mapping[str, Any]) -> ConversationState:
         raise FormatError("`messages` must be an object (id -> message)", path=messages_at)
 
     tree = _read_tree(messages, messages_at)
-    root_id, message_root, ext_cursor = _read_extension(chat.get("convtree"), at, tree, messages)
+    root_id, message_root, ext_cursor = read_extension(
+        chat.get("convtree"),
+        path_key(at, "convtree"),
+        tree.roots,
+        messages,
+        ROOT_ID,
+        what="chat",
+        roots_are="messages without a parent",
+    )
 
     conversation_id = _conversation_id(row, chat, at, tree.roots)
     times = tree.times
@@ -296,7 +302,7 @@ def from_dict(obj: Mapping[str, Any]) -> ConversationState:
             own = created if up is None else stamps[up]
         stamps[key] = own
     title_source = row if row is not None else chat
-    title = _text_or_none(title_source.get("title"))
+    title = text_or_none(title_source.get("title"))
 
     # The cursor.
     current = history.get("currentId", MISSING)
@@ -502,44 +508,6 @@ def _check_children(
     return list(listed)
 
 
-def _read_extension(
-    ext: Any, at: str, tree: _Tree, messages: Mapping[str, Any]
-) -> tuple[str, bool, str | None]:
-    """The root id, whether the root holds a message, and the cursor ``chat.convtree`` gives.
-
-    convtree writes ``chat.convtree`` only for what Open WebUI cannot hold: a root
-    id that is not the default, a root holding a message, a cursor on the root.
-    """
-    where = path_key(at, "convtree")
-    root_id: str | None = None
-    cursor: str | None = None
-    if ext is not None:
-        if not isinstance(ext, Mapping):
-            raise FormatError("`convtree` must be an object", path=where)
-        root_id = ext.get("root_id")
-        cursor = ext.get("current_node_id")
-        for name, value in (("root_id", root_id), ("current_node_id", cursor)):
-            if value is not None and not isinstance(value, str):
-                raise FormatError(f"{name} must be text", path=path_key(where, name))
-    message_root = root_id is not None and root_id in messages
-    if message_root:
-        if tree.roots != [root_id]:
-            raise FormatError(
-                f"root_id names message {root_id!r}, but the chat has "
-                f"{len(tree.roots)} messages without a parent",
-                path=path_key(where, "root_id"),
-            )
-    elif root_id is None:
-        root_id = unique_id(ROOT_ID, messages.__contains__)
-    assert root_id is not None
-    if cursor is not None and cursor != root_id and cursor not in messages:
-        raise FormatError(
-            f"current_node_id {cursor!r} names no message of this chat",
-            path=path_key(where, "current_node_id"),
-        )
-    return root_id, message_root, cursor
-
-
 def _conversation_id(
     row: Mapping[str, Any] | None, chat: Mapping[str, Any], at: str, roots: list[str]
 ) -> str:
@@ -590,8 +558,8 @@ def _node(
             "content must be text, null or a list of content parts", path=path_key(where, "content")
         )
     role = msg["role"]
-    name = _text_or_none(msg.get("name"))
-    model = _text_or_none(msg.get("model"))
+    name = text_or_none(msg.get("name"))
+    model = text_or_none(msg.get("model"))
     usage = msg.get("usage")
     usage = usage if isinstance(usage, dict) else None
     values = {
