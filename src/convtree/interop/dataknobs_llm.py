@@ -43,7 +43,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 from ..errors import ConvtreeError, StorageError, StorageUnavailableError
 from ..state import ConversationState
@@ -472,22 +472,11 @@ def _check_json(path: Path) -> None:
 async def _open_postgres(inner: str, url: str) -> Any:
     from dataknobs_data.backends.sql_base import SQLQueryBuilder
 
-    from ..storage.backends.postgres import OwnPoolPostgresDatabase
+    from ..storage.backends.postgres import OwnPoolPostgresDatabase, connect_args
     from ..storage.urls import identifier, mask_url, query
 
-    parts = urlsplit(inner)
     params = query(inner)
-    connect: dict[str, Any] = {
-        "user": unquote(parts.username or "postgres"),
-        "password": unquote(parts.password or "") or None,
-        "database": unquote(parts.path.lstrip("/")) or "postgres",
-        "host": params.get("host") or parts.hostname or "localhost",
-    }
-    try:
-        if parts.port:
-            connect["port"] = parts.port
-    except ValueError:
-        raise StorageError(f"bad port in {mask_url(url)!r}") from None
+    connect = connect_args(inner, url)
     table = _table(inner, url)
     schema = identifier(params.get("schema", "public"), "schema", url)
 

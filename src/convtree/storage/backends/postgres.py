@@ -55,7 +55,7 @@ from .dataknobs import DataknobsRecordStore, connected
 if TYPE_CHECKING:
     from ..adapter import DataknobsConversationStorage
 
-__all__ = ["OwnPoolPostgresDatabase", "PostgresRecordStore", "open_postgres"]
+__all__ = ["OwnPoolPostgresDatabase", "PostgresRecordStore", "connect_args", "open_postgres"]
 
 # PostgreSQL's reserved key words (appendix C of its manual): not usable as
 # unquoted table or schema names.
@@ -430,23 +430,30 @@ class PostgresRecordStore(DataknobsRecordStore):
                     await self._texts(conn, key, texts)
 
 
-async def open_postgres(url: str) -> DataknobsConversationStorage:
-    """``postgresql://user:pass@host:port/db?table=...&schema=...`` (``?host=/socket/dir``)."""
-    from ..adapter import DataknobsConversationStorage
-
+def connect_args(url: str, shown: str | None = None) -> dict[str, Any]:
+    """asyncpg's connection keywords from a ``postgresql://`` URL (``?host=`` a socket
+    directory); ``shown`` is how errors name the URL (``url`` by default)."""
     parts = urlsplit(url)
-    params = query(url)
     connect: dict[str, Any] = {
         "user": unquote(parts.username or "postgres"),
         "password": unquote(parts.password or "") or None,
         "database": unquote(parts.path.lstrip("/")) or "postgres",
-        "host": params.get("host") or parts.hostname or "localhost",
+        "host": query(url).get("host") or parts.hostname or "localhost",
     }
     try:
         if parts.port:
             connect["port"] = parts.port
     except ValueError:
-        raise StorageError(f"bad port in {mask_url(url)!r}") from None
+        raise StorageError(f"bad port in {mask_url(shown or url)!r}") from None
+    return connect
+
+
+async def open_postgres(url: str) -> DataknobsConversationStorage:
+    """``postgresql://user:pass@host:port/db?table=...&schema=...`` (``?host=/socket/dir``)."""
+    from ..adapter import DataknobsConversationStorage
+
+    params = query(url)
+    connect = connect_args(url)
     table = identifier(params.get("table", "conversations"), "table", url)
     schema = identifier(params.get("schema", "public"), "schema", url)
     for what, name in (("table", table), ("schema", schema)):
