@@ -214,12 +214,16 @@ class PostgresRecordStore(DataknobsRecordStore):
                             search=f"scan of the text table (no pg_trgm: {exc})",
                         )
                 self.dialect = PostgresDialect(self.table, trigram=bool(trigram))
-                missing = []
-                for ddl in self.dialect.indexes():
-                    name = created_name(ddl)
-                    found = await conn.fetchval("SELECT to_regclass($1)", f"{schema}.{name}")
-                    if found is None:
-                        missing.append(ddl)
+                wanted = {created_name(ddl): ddl for ddl in self.dialect.indexes()}
+                present = await conn.fetch(
+                    "SELECT relname FROM pg_class WHERE relnamespace = $1::regnamespace "
+                    "AND relname = ANY($2::text[])",
+                    schema,
+                    list(wanted),
+                )
+                for (name,) in present:
+                    wanted.pop(name, None)
+                missing = list(wanted.values())
                 # Statistics on the head test (PostgreSQL 14+), without which the planner
                 # takes every table for a handful of heads and probes the search texts
                 # once per head instead of using their trigram index.
