@@ -9,7 +9,9 @@ laptop would be:
 
 * file: the commit's file lock is held (the first record file is being written);
 * sqlite: ``BEGIN IMMEDIATE`` has taken the database's write lock;
-* postgresql: the ``UPDATE`` of the head row holds its row lock, in a transaction.
+* postgresql: a save is one statement there (nothing is held between round trips), so
+  the stalled writer deletes the conversation instead: after the ``DELETE`` of the head
+  row, inside that transaction, it holds the row's lock.
 
 The test (tests/test_faults.py) then checks that other writers give up after the
 configured timeout with a clear error, and kills this process with SIGKILL.
@@ -45,21 +47,18 @@ async def main(url: str) -> None:
 
             records.files._write_file = stalling_write
         elif scheme == "sqlite":
+            # A save is one function in aiosqlite's thread; stall at its first
+            # statement after BEGIN IMMEDIATE, when the write lock is held.
             conn = records.db.db
-            execute = conn.execute
+            begun: list[str] = []
 
-            def stalling_execute(sql: str, *args: Any) -> Any:
-                if sql != "BEGIN IMMEDIATE":
-                    return execute(sql, *args)  # aiosqlite's awaitable context manager
-
-                async def begin() -> Any:
-                    result = await execute(sql, *args)
+            def trace(sql: str) -> None:
+                if begun:
                     stall()
-                    return result
+                elif sql == "BEGIN IMMEDIATE":
+                    begun.append(sql)
 
-                return begin()
-
-            conn.execute = stalling_execute
+            await conn._execute(lambda: conn._conn.set_trace_callback(trace))
         else:
             import asyncpg
 
@@ -67,11 +66,13 @@ async def main(url: str) -> None:
 
             async def stalling_pg_execute(self: Any, sql: str, *args: Any, **kw: Any) -> Any:
                 result = await execute(self, sql, *args, **kw)
-                if sql.startswith("UPDATE"):
+                if sql.startswith("DELETE"):
                     stall()
                 return result
 
             asyncpg.Connection.execute = stalling_pg_execute  # type: ignore[method-assign]
+            await storage.delete_conversation("busy")
+            return
         state = await storage.load_conversation("busy")
         assert state is not None
         state.add_message("user", "from the stalled writer")

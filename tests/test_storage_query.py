@@ -487,19 +487,91 @@ def test_an_append_and_save_is_one_sqlite_transaction(tmp_path: Path) -> None:
             state.add_message("user", "hi")
             await storage.save_conversation(state)
             statements: list[str] = []
-            await storage.records._conn().set_trace_callback(statements.append)
+            conn = storage.records._conn()
+            await conn.set_trace_callback(statements.append)
+            hops: list[object] = []
+            to_thread = conn._execute
+
+            async def counted(fn: object, *args: object) -> object:
+                hops.append(fn)
+                return await to_thread(fn, *args)
+
+            conn._execute = counted
             for i in range(20):
                 state.add_message("user", f"turn {i}")
                 statements.clear()
+                hops.clear()
                 await storage.save_conversation(state)
+                assert len(hops) == 1  # one round trip to aiosqlite's thread
                 verbs = [s.split()[0].upper() for s in statements]
                 assert "SELECT" not in verbs, statements
                 assert verbs[0] == "BEGIN", statements
                 assert verbs[-1] == "COMMIT", statements
                 assert verbs.count("BEGIN") == 1, statements
-            await storage.records._conn().set_trace_callback(None)
+            del conn._execute
+            await conn.set_trace_callback(None)
             loaded = await storage.load_conversation("c")
             assert loaded == state
+
+    run(main())
+
+
+def test_an_append_and_save_is_one_postgres_statement(url_of: Callable[[str], str]) -> None:
+    """One round trip: the conditional head write and every other write of the save are
+    one statement (its CTEs), and releasing the connection sends nothing."""
+    url = url_of("postgres")
+
+    async def main() -> None:
+        async with open_storage(url) as storage, open_storage(url) as theirs:
+            state = ConversationState("c")
+            state.add_message("user", "hi")
+            await storage.save_conversation(state)
+            sent: list[str] = []
+            connections = [h._con for h in storage.records._pool()._holders if h._con]
+            for conn in connections:
+                conn.add_query_logger(lambda q: sent.append(q.query))
+            for i in range(20):
+                state.add_message("user", f"turn {i}")
+                sent.clear()
+                await storage.save_conversation(state)
+                assert len(sent) == 1, sent
+                assert sent[0].startswith("WITH h AS (UPDATE"), sent
+            other = await theirs.load_conversation("c")
+            assert other is not None
+            other.add_message("assistant", "theirs")
+            await theirs.save_conversation(other)
+            state.add_message("user", "refused, then rebased")
+            await storage.save_conversation(state)  # refused (wrote nothing), then rebased
+            loaded = await theirs.load_conversation("c")
+            assert loaded is not None
+            # Both appends are kept: theirs and mine answer "turn 19", as two branches.
+            assert [m.content for m in loaded.get_current_messages()][-2:] == [
+                "turn 19",
+                "refused, then rebased",
+            ]
+            assert len(loaded.children(loaded.get_path()[-2])) == 2
+            assert await theirs.count_conversations(search="refused, then") == 1
+            assert await theirs.count_conversations(search="theirs") == 1
+            assert await theirs.count_conversations(search="turn 19") == 1
+
+    run(main())
+
+
+def test_sqlite_commits_are_durable_unless_the_url_says_normal(tmp_path: Path) -> None:
+    from convtree import StorageError
+
+    async def setting(url: str) -> int:
+        async with open_storage(url) as storage:
+            rows = await storage.records._fetch("PRAGMA synchronous", [])
+            return int(rows[0][0])
+
+    async def main() -> None:
+        assert await setting(f"sqlite:///{tmp_path / 'a.db'}") == 2  # FULL
+        assert await setting(f"sqlite:///{tmp_path / 'b.db'}?synchronous=normal") == 1
+        assert await setting(f"sqlite:///{tmp_path / 'c.db'}?synchronous=FULL") == 2
+        with pytest.raises(StorageError, match=r"synchronous .* must be full or normal"):
+            await setting(f"sqlite:///{tmp_path / 'd.db'}?synchronous=off")
+        assert not (tmp_path / "d.db").exists()
 
     run(main())
 

@@ -472,7 +472,7 @@ class DataknobsConversationStorage(ConversationStorage):
             missing = [k for k, r in zip(plan.absorb, absorbed, strict=True) if r is None]
             await self._vanished(head, missing)
             return False  # another writer merged them away: it saved first
-        new_head, segments, revision = plan.records(state, self.name, absorbed)
+        new_head, segments, revision, parsed = plan.records(state, self.name, absorbed)
         texts = None
         if self.records.capabilities.query:
             texts = text_changes(changes.nodes, changes.removed, full=changes.full)
@@ -492,7 +492,7 @@ class DataknobsConversationStorage(ConversationStorage):
         except BaseException:
             self._cache.forget(key)  # the outcome is unknown
             raise
-        self._cache.keep_head(parse_head(new_head, self.name, key))
+        self._cache.keep_head(parsed)
         for segment_key, segment in segments.items():
             self._cache.keep_segment(segment_key, segment)
         state.mark_saved(revision)
@@ -545,10 +545,12 @@ class DataknobsConversationStorage(ConversationStorage):
             rest = list(states)
         if fresh:
             items = []
+            written_heads: list[Head] = []
             for state, key in fresh:
                 changes = state.changes(full=True)
                 plan = plan_save(changes, key, None)
-                head, segments, revision = plan.records(state, self.name, [])
+                head, segments, revision, parsed = plan.records(state, self.name, [])
+                written_heads.append(parsed)
                 texts = None
                 if self.records.capabilities.query:
                     texts = text_changes(changes.nodes, (), full=True)
@@ -561,10 +563,12 @@ class DataknobsConversationStorage(ConversationStorage):
             except StorageUnavailableError:
                 written = [False] * len(items)
                 unsure = [state for state, _ in fresh]
-            for (state, key), item, done in zip(fresh, items, written, strict=True):
+            for (state, _), item, parsed, done in zip(
+                fresh, items, written_heads, written, strict=True
+            ):
                 if done:
                     state.mark_saved(item.revision)
-                    self._cache.keep_head(parse_head(item.head, self.name, key))
+                    self._cache.keep_head(parsed)
                 elif not unsure:
                     rest.append(state)  # one by one, with their rules
             for state in unsure:  # written or not: a save that knows it may have been

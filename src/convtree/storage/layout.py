@@ -462,8 +462,9 @@ class SavePlan:
 
     def records(
         self, state: ConversationState, store: str, absorbed: Sequence[dict[str, Any] | None]
-    ) -> tuple[dict[str, Any], dict[str, dict[str, Any]], SavedRevision]:
-        """The new head, the new segment (by key) and the revision they make."""
+    ) -> tuple[dict[str, Any], dict[str, dict[str, Any]], SavedRevision, Head]:
+        """The new head record, the new segment (by key), the revision they make, and the
+        head as `parse_head` would read it back (without parsing it)."""
         changes = self.changes
         payload: dict[str, Any] = {
             "nodes": list(changes.nodes),
@@ -486,7 +487,9 @@ class SavePlan:
             "last_destructive": saved.destructive_at,
             "metadata_revision": saved.metadata_at,
         }
-        head_doc["summary"] = summarize(state)
+        summary = summarize(state)
+        head_doc["summary"] = summary
+        head_text = json_text(head_doc)
         head = {
             "kind": "head",
             "key": self.key,
@@ -495,10 +498,22 @@ class SavePlan:
             "created_at": _utc_text(state.created_at),
             "updated_at": _utc_text(state.updated_at),
             "meta": _storable(copy_json(state.metadata, "metadata")),
-            "head": json_text(head_doc),
+            "head": head_text,
         }
         segment = {"kind": "segment", "payload": json_text(payload)}
-        return head, {segment_key: segment}, saved
+        document = decode_json(head_text)  # what a read of the head gives back
+        del document["storage"], document["summary"]
+        parsed = Head(
+            self.key,
+            changes.conversation_id,
+            saved,
+            tuple(segments),
+            document,
+            summary,
+            state.created_at,
+            state.updated_at,
+        )
+        return head, {segment_key: segment}, saved, parsed
 
 
 def plan_save(changes: ChangeSet, key: str, head: Head | None) -> SavePlan:

@@ -103,7 +103,11 @@ class OwnPoolPostgresDatabase(AsyncPostgresDatabase):
         import asyncpg
 
         self._pool = await asyncpg.create_pool(
-            min_size=1, max_size=4, server_settings=self._settings, **self._connect_kwargs
+            min_size=1,
+            max_size=4,
+            server_settings=self._settings,
+            reset=_keep_session,
+            **self._connect_kwargs,
         )
         self.query_builder = SQLQueryBuilder(self.table_name, self.schema_name, dialect="postgres")
         async with self._pool.acquire() as conn:
@@ -398,40 +402,67 @@ class PostgresRecordStore(DataknobsRecordStore):
         texts: TextChanges | None = None,
         token: str | None = None,
     ) -> None:
-        table = self.table
-        upsert = self._upsert_sql()
+        # One statement, so one round trip and atomic by itself: the head's
+        # conditional write is the first CTE, and every other write happens only
+        # if it changed a row (a refused save writes nothing).
+        texts = texts or TextChanges(full=False, texts={}, removed=())
+        nodes = list(texts.texts)
         with _connection_errors(self.name):
-            async with self._pool().acquire() as conn, conn.transaction():
-                for segment_key, segment in segments.items():
-                    await conn.execute(upsert, segment_key, json.dumps(segment))
-                data = json.dumps(head)
-                if expect is None:
-                    status = await conn.execute(
-                        f"INSERT INTO {table} (id, data, metadata, created_at, updated_at) "
-                        "VALUES ($1, $2::jsonb, NULL, now(), now()) ON CONFLICT (id) DO NOTHING",
-                        key,
-                        data,
-                    )
-                    if status != "INSERT 0 1":
-                        raise refusal(self.name, key, expect)
-                else:
-                    status = await conn.execute(
-                        f"UPDATE {table} SET data = $2::jsonb, updated_at = now() "
-                        "WHERE id = $1 AND (data->>'revision')::bigint = $3 "
-                        "AND ($4::text IS NULL OR data->>'token' = $4::text)",
-                        key,
-                        data,
-                        expect,
-                        token,
-                    )
-                    if status != "UPDATE 1":
-                        raise refusal(self.name, key, expect)
-                if obsolete:
-                    await conn.execute(
-                        f"DELETE FROM {table} WHERE id = ANY($1::text[])", list(obsolete)
-                    )
-                if texts is not None:
-                    await self._texts(conn, key, texts)
+            written = await self._pool().fetchval(
+                self._commit_sql(insert=expect is None),
+                key,
+                json.dumps(head),
+                list(segments),
+                [json.dumps(segment) for segment in segments.values()],
+                list(obsolete),
+                texts.full,
+                [node for node in texts.removed if node not in texts.texts],
+                nodes,
+                [texts.texts[node] for node in nodes],
+                *(() if expect is None else (expect, token)),
+            )
+        if written != 1:
+            raise refusal(self.name, key, expect)
+
+    def _commit_sql(self, *, insert: bool) -> str:
+        t, text = self.table, self.dialect.text_table
+        if insert:
+            head = (
+                f"INSERT INTO {t} (id, data, metadata, created_at, updated_at) "
+                "VALUES ($1, $2::jsonb, NULL, now(), now()) ON CONFLICT (id) DO NOTHING"
+            )
+        else:
+            head = (
+                f"UPDATE {t} SET data = $2::jsonb, updated_at = now() "
+                "WHERE id = $1 AND (data->>'revision')::bigint = $10::bigint "
+                "AND ($11::text IS NULL OR data->>'token' = $11::text)"
+            )
+        done = "EXISTS (SELECT 1 FROM h)"
+        return (
+            f"WITH h AS ({head} RETURNING 1), "
+            f"s AS (INSERT INTO {t} (id, data, metadata, created_at, updated_at) "
+            "SELECT k, d::jsonb, NULL, now(), now() "
+            f"FROM unnest($3::text[], $4::text[]) AS u(k, d) WHERE {done} "
+            "ON CONFLICT (id) DO UPDATE SET data = EXCLUDED.data, updated_at = now()), "
+            f"o AS (DELETE FROM {t} WHERE id = ANY($5::text[]) AND {done}), "
+            f"x AS (DELETE FROM {text} WHERE conv = $1 AND {done} "
+            "AND (($6::boolean AND node <> ALL($8::text[])) OR node = ANY($7::text[]))), "
+            f"y AS (INSERT INTO {text} (conv, node, body) SELECT $1, n, b "
+            f"FROM unnest($8::text[], $9::text[]) AS u(n, b) WHERE {done} "
+            "ON CONFLICT (conv, node) DO UPDATE SET body = EXCLUDED.body) "
+            "SELECT count(*) FROM h"
+        )
+
+
+async def _keep_session(conn: Any) -> None:
+    """The pool's reset of a released connection: nothing to undo.
+
+    asyncpg's default runs ``RESET ALL``, ``CLOSE ALL``, ``UNLISTEN *`` and
+    ``pg_advisory_unlock_all()`` at every release, a round trip each time (as long
+    as a save's). convtree sets no session state: its settings are given at
+    connect, it opens no cursor outside a transaction, listens to nothing and
+    takes no advisory lock; an open transaction is still rolled back by asyncpg.
+    """
 
 
 def connect_args(url: str, shown: str | None = None) -> dict[str, Any]:

@@ -7,7 +7,9 @@ json_extract(data, '$.revision') = <expected>`` (or inserts it ``ON CONFLICT
 DO NOTHING``), deletes the segments it absorbed, and commits: all or nothing,
 for every process that opens the file (SQLite's own file locking; a writer
 waits up to ``timeout`` seconds, ``?timeout=`` in the URL, default 30, then
-fails with a StorageError). No lock file of convtree's: SQLite locks the
+fails with a StorageError). Commits are durable: ``PRAGMA synchronous=FULL`` syncs
+the write-ahead log at each commit (``?synchronous=normal`` trades the last saves
+before a power cut for the fsync). No lock file of convtree's: SQLite locks the
 database file itself, so saving and deleting any number of conversations
 leaves the database and its ``-wal``/``-shm`` files, nothing else.
 
@@ -23,9 +25,9 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from dataknobs_data.backends.sqlite_async import AsyncSQLiteDatabase
 
@@ -50,6 +52,13 @@ if TYPE_CHECKING:
     from ..adapter import DataknobsConversationStorage
 
 __all__ = ["SQLiteRecordStore", "open_sqlite"]
+
+_T = TypeVar("_T")
+_SYNCHRONOUS = ("FULL", "NORMAL")
+"""``PRAGMA synchronous`` settings offered: FULL syncs the WAL at every commit, so a save
+that returned survives a power cut; NORMAL (WAL) survives a crash of the process, not of
+the machine, and skips the fsync."""
+_IN_LIMIT = 500  # keys per IN (...) list: far below SQLite's limit on parameters
 
 _Step = tuple[str, list[Any], PreconditionFailed | None]
 """A statement of a transaction: SQL, parameters, and the refusal if it changes no row."""
@@ -100,25 +109,54 @@ class SQLiteRecordStore(DataknobsRecordStore):
         except sqlite3.Error as exc:
             raise StorageError(f"{self.name}: {type(exc).__name__}: {exc}") from None
 
+    async def _run(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        """``fn(connection)`` in the connection's thread: one hop, however many statements.
+
+        aiosqlite runs each call in its worker thread and wakes the event loop
+        for each result; a transaction of six statements cost six round trips
+        between threads (most of a save's time). Running the whole of it as
+        one function is one round trip, and the transaction cannot be left
+        open by a cancelled coroutine: it commits or rolls back in the thread.
+        """
+        conn = self._conn()
+        with self._errors():
+            result: _T = await conn._execute(lambda: fn(conn._conn))
+        return result
+
     async def _fetch(self, sql: str, params: Sequence[Any]) -> list[Any]:
         async with self._connection:
-            with self._errors():
-                async with self._conn().execute(sql, list(params)) as cursor:
-                    return list(await cursor.fetchall())
+            return await self._run(lambda raw: raw.execute(sql, list(params)).fetchall())
 
     async def _change(self, sql: str, params: Sequence[Any]) -> int:
         """Run one statement that changes rows, committed; the number of rows it changed."""
+
+        def change(raw: sqlite3.Connection) -> int:
+            count = int(raw.execute(sql, list(params)).rowcount)
+            raw.commit()
+            return count
+
         async with self._connection:
-            with self._errors():
-                conn = self._conn()
-                cursor = await conn.execute(sql, list(params))
-                await conn.commit()
-                return int(cursor.rowcount)
+            return await self._run(change)
 
     async def read(self, key: str) -> Record | None:
         # As bytes: text that is not UTF-8 is one damaged record, not a failed query.
         rows = await self._fetch(f"SELECT CAST(data AS BLOB) FROM {self.table} WHERE id = ?", [key])
         return decode_record(rows[0][0], store=self.name, key=key) if rows else None
+
+    async def read_many(self, keys: Sequence[str]) -> list[Record | None]:
+        """One ``SELECT ... WHERE id IN (...)``: the records as of one moment."""
+        found: dict[str, bytes] = {}
+        for start in range(0, len(keys), _IN_LIMIT):
+            chunk = list(keys[start : start + _IN_LIMIT])
+            marks = ", ".join("?" * len(chunk))
+            sql = f"SELECT id, CAST(data AS BLOB) FROM {self.table} WHERE id IN ({marks})"
+            found.update(await self._fetch(sql, chunk))
+        return [
+            None
+            if (data := found.get(key)) is None
+            else decode_record(data, store=self.name, key=key)
+            for key in keys
+        ]
 
     async def delete(self, key: str) -> bool:
         if "~" in key:
@@ -176,24 +214,25 @@ class SQLiteRecordStore(DataknobsRecordStore):
             f"SELECT 1 FROM {self.table} WHERE id = ? AND json_valid(data) "
             "AND json_extract(data, '$.revision') = ?"
         )
-        async with self._connection:
-            conn = self._conn()
-            with self._errors():
-                await conn.execute("BEGIN IMMEDIATE")
-                try:
-                    async with conn.execute(check, [key, revision]) as cursor:
-                        still = await cursor.fetchone() is not None
-                    if still:
-                        await self._texts(conn, key, texts)
-                    await conn.commit()
-                except BaseException:
-                    await conn.rollback()
-                    raise
-        return still
 
-    async def _texts(self, conn: Any, key: str, texts: TextChanges) -> None:
+        def replace(raw: sqlite3.Connection) -> bool:
+            raw.execute("BEGIN IMMEDIATE")
+            try:
+                still = raw.execute(check, [key, revision]).fetchone() is not None
+                if still:
+                    self._texts(raw, key, texts)
+                raw.commit()
+            except BaseException:
+                raw.rollback()
+                raise
+            return still
+
+        async with self._connection:
+            return await self._run(replace)
+
+    def _texts(self, raw: sqlite3.Connection, key: str, texts: TextChanges) -> None:
         for sql, rows in self.dialect.text_writes(key, texts):
-            await conn.executemany(sql, rows)
+            raw.executemany(sql, rows)
 
     async def scan_keys(self, prefix: str = "") -> AsyncIterator[str]:
         rows = await self._fetch(
@@ -300,22 +339,23 @@ class SQLiteRecordStore(DataknobsRecordStore):
             "VALUES (?, ?, NULL, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP) ON CONFLICT(id) DO NOTHING"
         )
         records, texts = batch_rows(items)
+
+        def insert_all(raw: sqlite3.Connection) -> None:
+            raw.execute("BEGIN IMMEDIATE")
+            try:
+                if raw.executemany(insert, records).rowcount != len(records):
+                    raise PreconditionFailed(
+                        f"{self.name}: a conversation of the batch exists already"
+                    )
+                if texts:
+                    raw.executemany(self.dialect.text_sql()[2], texts)
+                raw.commit()
+            except BaseException:
+                raw.rollback()
+                raise
+
         async with self._connection:
-            conn = self._conn()
-            with self._errors():
-                await conn.execute("BEGIN IMMEDIATE")
-                try:
-                    cursor = await conn.executemany(insert, records)
-                    if cursor.rowcount != len(records):
-                        raise PreconditionFailed(
-                            f"{self.name}: a conversation of the batch exists already"
-                        )
-                    if texts:
-                        await conn.executemany(self.dialect.text_sql()[2], texts)
-                    await conn.commit()
-                except BaseException:
-                    await conn.rollback()
-                    raise
+            await self._run(insert_all)
         return [True] * len(items)
 
     async def _transaction(
@@ -331,27 +371,30 @@ class SQLiteRecordStore(DataknobsRecordStore):
         (the third item) and rolls everything back. ``texts`` (the search
         index changes of conversation ``key``) are applied last.
         """
-        conn = self._conn()
-        counts = []
-        with self._errors():
-            await conn.execute("BEGIN IMMEDIATE")
+
+        def run(raw: sqlite3.Connection) -> list[int]:
+            counts = []
+            raw.execute("BEGIN IMMEDIATE")
             try:
                 for sql, params, refusal in statements:
-                    cursor = await conn.execute(sql, params)
+                    cursor = raw.execute(sql, params)
                     if refusal is not None and cursor.rowcount != 1:
                         raise refusal
                     counts.append(cursor.rowcount)
                 if texts is not None and key is not None:
-                    await self._texts(conn, key, texts)
-                await conn.commit()
+                    self._texts(raw, key, texts)
+                raw.commit()
             except BaseException:
-                await conn.rollback()
+                raw.rollback()
                 raise
-        return counts
+            return counts
+
+        return await self._run(run)
 
 
 async def open_sqlite(url: str) -> DataknobsConversationStorage:
-    """``sqlite:///path/file.db`` (``?table=``, default ``conversations``; ``?timeout=`` s)."""
+    """``sqlite:///path/file.db`` (``?table=``, default ``conversations``; ``?timeout=`` s;
+    ``?synchronous=full``, the default, or ``normal``)."""
     from ..adapter import DataknobsConversationStorage
 
     path = local_path(url, "SQLite")
@@ -362,17 +405,23 @@ async def open_sqlite(url: str) -> DataknobsConversationStorage:
         timeout = float(params.get("timeout", "30"))
     except ValueError:
         raise StorageError(f"timeout in {url!r} must be a number of seconds") from None
+    synchronous = params.get("synchronous", "full").upper()
+    if synchronous not in _SYNCHRONOUS:
+        raise StorageError(
+            f"synchronous in {mask_url(url)!r} must be full or normal, not {synchronous.lower()!r}"
+        )
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise StorageError(f"cannot create the directory of {path}: {exc}") from None
-    db = AsyncSQLiteDatabase({"path": str(path), "table": table, "timeout": timeout})
+    db = AsyncSQLiteDatabase(
+        {"path": str(path), "table": table, "timeout": timeout, "synchronous": synchronous}
+    )
     await connected(db, url)  # closes the connection (and its thread) if the open fails
     store = SQLiteRecordStore(db, name=f"{path_url('sqlite', path)}?table={table}", timeout=timeout)
     try:
         async with store._connection:
-            with store._errors():
-                await store._conn().execute("PRAGMA secure_delete = ON")
+            await store._run(lambda raw: raw.execute("PRAGMA secure_delete = ON"))
         await store.ensure_indexes()
         storage = DataknobsConversationStorage(store)
         await storage.build_search_index()
