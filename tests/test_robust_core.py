@@ -234,6 +234,51 @@ class TestChangesInsideNodesAreSaved:
         assert loaded is not None
         assert loaded.get_node("q").metadata == {"late": True}
 
+    def test_hand_outs_nobody_holds_stop_being_watched_after_a_save(self) -> None:
+        """A save compares each handed-out node once; those that nobody holds any more
+        (no reference to the message, the metadata or anything inside) are dropped,
+        so later saves do not re-encode every node the app ever read."""
+        import asyncio
+
+        from convtree import open_storage
+
+        async def run() -> None:
+            async with open_storage("memory://") as storage:
+                state = ConversationState("many")
+                for i in range(50):
+                    state.add_message("user", f"m{i}", node_id=f"n{i}", metadata={"u": [i]})
+                await storage.save_conversation(state)
+                lengths = [len(node.message.content) for node in state.get_path()[1:]]
+                assert sum(lengths) > 0
+                held_message = state.get_node("n3").message
+                held_inner = state.get_node("n7").metadata["u"]
+                held_part = state.get_node("n9").metadata
+                journal = state._journal
+                assert journal is not None
+                assert len(journal.handed_out) == 50
+                state.add_message("user", "next")
+                await storage.save_conversation(state)
+                journal = state._journal
+                assert journal is not None
+                assert set(journal.handed_out) == {"n3", "n7", "n9"}
+                held_message.content = "changed through the held message"
+                held_inner.append("changed inside")
+                held_part["new"] = 1
+                await storage.save_conversation(state)
+                loaded = await storage.load_conversation("many")
+                assert loaded is not None
+                assert loaded.get_node("n3").content == "changed through the held message"
+                assert loaded.get_node("n7").metadata == {"u": [7, "changed inside"]}
+                assert loaded.get_node("n9").metadata == {"u": [9], "new": 1}
+                del held_message, held_inner, held_part
+                state.add_message("user", "last")
+                await storage.save_conversation(state)
+                journal = state._journal
+                assert journal is not None
+                assert journal.handed_out == {}
+
+        asyncio.run(run())
+
     def test_reading_for_display_or_sending_watches_nothing(self, state: ConversationState) -> None:
         from convtree.changes import SavedRevision
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import sys
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -142,6 +143,45 @@ class ConversationNode:
         self._message = value
         self._changed()
 
+    def _ref_counts(self) -> tuple[int, int, int]:
+        """Reference counts of what ``metadata`` and ``message`` hand out: the metadata
+        dict, the message model, and the largest among the dicts and lists inside them.
+
+        `_UNHELD` holds the same counts for a node that nobody else holds, measured
+        on a probe node with this very function: a count above it means some caller
+        still holds that object and may change it in place.
+        """
+        count = sys.getrefcount
+        meta = count(self._meta)
+        message = self._message
+        if not isinstance(message, Message):  # none, or a record nobody was handed
+            return meta, 0, 0
+        model = count(message)
+        nested: list[Any] = [message.__dict__]
+        extra = message.__pydantic_extra__
+        if extra is not None:
+            nested.append(extra)
+        nested.append(self._meta)
+        del message, extra
+        inner = 0
+        while nested:
+            item = nested.pop()
+            inner = max(inner, count(item))
+            if type(item) is dict:
+                nested.extend([v for v in item.values() if type(v) is dict or type(v) is list])
+            else:
+                nested.extend([v for v in item if type(v) is dict or type(v) is list])
+            del item
+        return meta, model, inner
+
+    def _unheld(self) -> bool:
+        """Whether nothing but this node holds what its ``message`` and ``metadata`` handed
+        out, so that nothing can change them unseen (CPython: reference counts)."""
+        if _UNHELD is None:
+            return False
+        meta, model, inner = self._ref_counts()
+        return meta <= _UNHELD[0] and model <= _UNHELD[1] and inner <= _UNHELD[2]
+
     def _message_object(self) -> Message | None:
         """The message, built from its record on first use; not a read that may change it."""
         message = self._message
@@ -278,3 +318,39 @@ class ConversationNode:
         if len(text) > 40:
             text = text[:37] + "..."
         return f"ConversationNode({self.node_id!r}, {message.role}: {text!r})"
+
+
+def _measure_unheld() -> tuple[int, int, int] | None:
+    """`ConversationNode._ref_counts()` of a node that nobody else holds, or ``None``
+    where reference counts cannot tell (no ``sys.getrefcount``, or unstable counts)."""
+    if not hasattr(sys, "getrefcount"):  # pragma: no cover - CPython has it
+        return None
+    from datetime import timezone
+
+    def probe() -> ConversationNode:
+        record: Any = {
+            "role": "user",
+            "content": [{"type": "text", "text": "probe"}],
+            "metadata": {"a": {"b": [1]}},
+            "extra": {"c": [2]},
+        }
+        node = ConversationNode._from_record(
+            "probe", record, datetime.now(timezone.utc), None, None, {"d": {"e": [3]}}, None
+        )
+        node._message_object()
+        return node
+
+    node = probe()
+    unheld = node._ref_counts()
+    if probe()._ref_counts() != unheld:  # pragma: no cover - counts should be stable
+        return None
+    message: Any = node._message
+    for held in (node._meta, node._meta["d"]["e"], message, message.metadata["a"]["b"]):
+        counts = node._ref_counts()
+        if all(c <= u for c, u in zip(counts, unheld, strict=True)):  # pragma: no cover
+            return None  # a held value must show
+        del held, counts
+    return unheld
+
+
+_UNHELD = _measure_unheld()

@@ -907,7 +907,7 @@ class ConversationState:
 
         Stores call this after loading a state and after writing its changes.
         Nodes whose metadata or message was handed out before stay watched
-        (the caller may still hold them): O(those nodes).
+        while a caller may still hold what was handed out: O(those nodes).
         """
         if not isinstance(revision, SavedRevision):
             raise TypeError(f"mark_saved takes a SavedRevision, got {type(revision).__name__}")
@@ -915,7 +915,12 @@ class ConversationState:
         journal = _Journal(revision, json_text(self._metadata))
         if old is not None:
             index = self._index
-            for node_id in (*old.handed_out, *old.changed):
+            # A handed-out node keeps the text it had when handed out: if it changed
+            # since (even while this save was being written), the next save sees it.
+            for node_id, before in old.handed_out.items():
+                if node_id in index:
+                    journal.handed_out[node_id] = before
+            for node_id in old.changed:
                 tree = index.get(node_id)
                 if tree is not None:
                     journal.handed_out[node_id] = json_text(tree.data.to_dict())
@@ -931,6 +936,10 @@ class ConversationState:
                 del journal.handed_out[node_id]
             elif json_text(tree.data.to_dict()) != before:
                 journal.changed.add(node_id)
+                del journal.handed_out[node_id]
+            elif tree.data._unheld():
+                # Unchanged, and no caller holds what was handed out any more: nothing
+                # can change it unseen. Stop watching (a later read watches it again).
                 del journal.handed_out[node_id]
 
     def rebase(self, upstream: ConversationState, *, full: bool = False) -> None:

@@ -546,11 +546,13 @@ def summarize(state: ConversationState) -> dict[str, Any]:
     """The summary fields of a conversation (O(1) after appends)."""
     path = state.path_summary()
     cursor = state.current_node
-    message = cursor.message if cursor.has_message else None
+    # Read without handing out (`_message_object`): nothing here changes them.
+    message = cursor._message_object()
     first = path.first_user
+    first_message = None if first is None else first._message_object()
     first_text = None
-    if first is not None and first.message is not None:
-        first_text = _preview(str(first.message.text))
+    if first_message is not None:
+        first_text = _preview(str(first_message.text))
     return {
         "node_count": len(state),
         "message_count": path.message_count,
