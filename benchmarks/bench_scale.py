@@ -27,8 +27,9 @@ any branch). Measured for each backend at each size, convtree beside the floor:
 5. append-and-save of one message to a conversation of 100 and of 10,000 messages
    (loaded once, then append + save, the two interleaved), beside one raw ``INSERT`` +
    commit of the message into a messages table on the same backend with the same
-   durability, ``SQLiteSession.add_items`` (default ``synchronous=FULL``, and a
-   subclass that sets ``NORMAL`` as convtree's store has), and LangGraph's
+   durability (SQLite: ``synchronous=FULL``, convtree's default; once blocking the
+   event loop, once in a worker thread as an async app does), ``SQLiteSession.add_items``
+   (default ``synchronous=FULL``, and a subclass that sets ``NORMAL``), and LangGraph's
    ``aput`` of a checkpoint holding the messages (what a graph with the default
    ``add_messages`` channel writes each step; the beta ``DeltaChannel`` is not
    measured);
@@ -274,13 +275,15 @@ def emit(rows: list[Row], row: Row) -> None:
 
 
 class SQLiteFloor:
-    """The floor on SQLite: the stdlib driver, WAL + synchronous=NORMAL (as convtree's store)."""
+    """The floor on SQLite: the stdlib driver, WAL + synchronous=FULL (as convtree's store
+    by default: a commit survives a power cut)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.conn = sqlite3.connect(str(path))
+        # check_same_thread off: `append_in_thread` runs the same write in a worker thread.
+        self.conn = sqlite3.connect(str(path), check_same_thread=False)
         self.conn.execute("PRAGMA journal_mode = WAL")
-        self.conn.execute("PRAGMA synchronous = NORMAL")
+        self.conn.execute("PRAGMA synchronous = FULL")
 
     def close(self) -> None:
         self.conn.close()
@@ -328,6 +331,14 @@ class SQLiteFloor:
         self.conn.commit()
 
     async def append(self, conv: str, data: str) -> None:
+        self._append(conv, data)
+
+    async def append_in_thread(self, conv: str, data: str) -> None:
+        """The same write as an async app makes it (aiosqlite, ``to_thread``): the event
+        loop must not wait for the fsync, so it runs in a worker thread."""
+        await asyncio.to_thread(self._append, conv, data)
+
+    def _append(self, conv: str, data: str) -> None:
         self.conn.execute("INSERT INTO msgs (conv, data) VALUES (?, ?)", (conv, data))
         self.conn.commit()
 
@@ -402,6 +413,9 @@ class PostgresFloor:
             await self.conn.executemany(
                 f"INSERT INTO {self.msgs} (conv, data) VALUES ($1, $2)", [(conv, d) for d in datas]
             )
+
+    async def append_in_thread(self, conv: str, data: str) -> None:
+        await self.append(conv, data)  # asyncpg does not block the loop: the same write
 
     async def append(self, conv: str, data: str) -> None:
         await self.conn.execute(f"INSERT INTO {self.msgs} (conv, data) VALUES ($1, $2)", conv, data)
@@ -944,6 +958,9 @@ async def conversation_items(ctx: Ctx, storage: Any, label: str, size: int) -> l
         def raw(conv: str) -> Callable[[], Awaitable[Any]]:
             return lambda: floor.append(conv, message_json("user", extra.words(20, 45)))
 
+        def raw_async(conv: str) -> Callable[[], Awaitable[Any]]:
+            return lambda: floor.append_in_thread(conv, message_json("user", extra.words(20, 45)))
+
         def session_add(peer: Any, sid: str) -> Callable[[], Awaitable[Any]]:
             return lambda: peer.session(sid).add_items(
                 [{"role": "user", "content": extra.words(20, 45)}]
@@ -955,6 +972,8 @@ async def conversation_items(ctx: Ctx, storage: Any, label: str, size: int) -> l
             "fl_small": raw("small"),
             "fl_big": raw("big"),
         }
+        if backend == "sqlite":
+            ops["ft_big"] = raw_async("big")
         if session_full is not None and session_normal is not None:
             ops["sf_small"] = session_add(session_full, "small")
             ops["sf_big"] = session_add(session_full, "big")
@@ -1004,6 +1023,28 @@ async def conversation_items(ctx: Ctx, storage: Any, label: str, size: int) -> l
                     fmt_ratio(ct.wall, fl.wall),
                 ),
             )
+        # The target: <= 2x one raw write of the same backend, same durability. On SQLite
+        # the raw write is shown both blocking the event loop (the stdlib call) and as an
+        # async app makes it (in a worker thread, as aiosqlite does); the ratio is to the
+        # latter, the like-for-like of convtree's save. PostgreSQL: asyncpg either way.
+        floor_async = t.get("ft_big", t["fl_big"])
+        emit(
+            rows,
+            Row(
+                label,
+                f"5. append-and-save at {big_n:,} messages / one raw write (async)",
+                fmt_ms(t["ct_big"]),
+                (
+                    f"{fmt_ms(floor_async)} in a thread; {fmt_ms(t['fl_big'])} blocking"
+                    if "ft_big" in t
+                    else fmt_ms(floor_async)
+                ),
+                "-",
+                fmt_ratio(t["ct_big"].wall, floor_async.wall),
+                "<= 2",
+                met(t["ct_big"].wall / floor_async.wall, 2),
+            ),
+        )
         ratio = t["ct_big"].wall / t["ct_small"].wall
         peer_ratios = []
         for key, name in (
@@ -1024,8 +1065,8 @@ async def conversation_items(ctx: Ctx, storage: Any, label: str, size: int) -> l
                 fmt_ratio(t["fl_big"].wall, t["fl_small"].wall),
                 "; ".join(peer_ratios) or "-",
                 "-",
-                "<= 1.5",
-                met(ratio, 1.5),
+                "<= 1.3",
+                met(ratio, 1.3),
             ),
         )
         tw = await interleaved(
@@ -1036,7 +1077,7 @@ async def conversation_items(ctx: Ctx, storage: Any, label: str, size: int) -> l
             Row(
                 label,
                 f"5. append-and-save at {big_n:,} after reading `node.message` of every "
-                "message (hand-outs stay watched) (ms)",
+                "message (the app keeps none of them; median of the saves after) (ms)",
                 fmt_ms(tw["watched"]),
                 fmt_ms(t["fl_big"]),
                 "-",
