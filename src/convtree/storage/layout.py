@@ -305,15 +305,23 @@ def _parse_segment(record: Any, head: Head | None) -> dict[str, Any]:
         raise _Bad(f"its payload is {exc}") from None
     if not isinstance(segment, dict):
         raise _Bad(f"its payload is {json_type(segment)}, not a JSON object")
-    for i, node in enumerate(_field(segment, "nodes", list, "payload field")):
-        if not isinstance(node, dict):
-            raise _Bad(f"payload nodes[{i}] is {json_type(node)}, not an object")
-        _field(node, "node_id", str, f"payload nodes[{i}] field")
-    for i, edge in enumerate(_field(segment, "edges", list, "payload field")):
-        if not (
-            isinstance(edge, list) and len(edge) == 2 and all(isinstance(e, str) for e in edge)
-        ):
-            raise _Bad(f"payload edges[{i}] is {_short(edge)}, not [parent id, child id]")
+    nodes = _field(segment, "nodes", list, "payload field")
+    # One cheap pass over what the fold needs; the detailed one only to name a problem.
+    if not all(type(node) is dict and type(node.get("node_id")) is str for node in nodes):
+        for i, node in enumerate(nodes):
+            if not isinstance(node, dict):
+                raise _Bad(f"payload nodes[{i}] is {json_type(node)}, not an object")
+            _field(node, "node_id", str, f"payload nodes[{i}] field")
+    edges = _field(segment, "edges", list, "payload field")
+    if not all(
+        type(edge) is list and len(edge) == 2 and type(edge[0]) is str and type(edge[1]) is str
+        for edge in edges
+    ):
+        for i, edge in enumerate(edges):
+            if not (
+                isinstance(edge, list) and len(edge) == 2 and all(isinstance(e, str) for e in edge)
+            ):
+                raise _Bad(f"payload edges[{i}] is {_short(edge)}, not [parent id, child id]")
     removed = segment.get("removed")
     if removed is not None and not (
         isinstance(removed, list) and all(isinstance(r, str) for r in removed)
