@@ -123,6 +123,23 @@ class SQLiteRecordStore(DataknobsRecordStore):
             result: _T = await conn._execute(lambda: fn(conn._conn))
         return result
 
+    async def _write(self, body: Callable[[sqlite3.Connection], _T]) -> _T:
+        """``body(connection)`` in one ``BEGIN IMMEDIATE`` transaction, in the connection's
+        thread: committed if it returns, rolled back if it raises (the caller holds
+        ``_connection``)."""
+
+        def atomically(raw: sqlite3.Connection) -> _T:
+            raw.execute("BEGIN IMMEDIATE")
+            try:
+                result = body(raw)
+                raw.commit()
+            except BaseException:
+                raw.rollback()
+                raise
+            return result
+
+        return await self._run(atomically)
+
     async def _fetch(self, sql: str, params: Sequence[Any]) -> list[Any]:
         async with self._connection:
             return await self._run(lambda raw: raw.execute(sql, list(params)).fetchall())
@@ -216,19 +233,13 @@ class SQLiteRecordStore(DataknobsRecordStore):
         )
 
         def replace(raw: sqlite3.Connection) -> bool:
-            raw.execute("BEGIN IMMEDIATE")
-            try:
-                still = raw.execute(check, [key, revision]).fetchone() is not None
-                if still:
-                    self._texts(raw, key, texts)
-                raw.commit()
-            except BaseException:
-                raw.rollback()
-                raise
+            still = raw.execute(check, [key, revision]).fetchone() is not None
+            if still:
+                self._texts(raw, key, texts)
             return still
 
         async with self._connection:
-            return await self._run(replace)
+            return await self._write(replace)
 
     def _texts(self, raw: sqlite3.Connection, key: str, texts: TextChanges) -> None:
         for sql, rows in self.dialect.text_writes(key, texts):
@@ -341,21 +352,13 @@ class SQLiteRecordStore(DataknobsRecordStore):
         records, texts = batch_rows(items)
 
         def insert_all(raw: sqlite3.Connection) -> None:
-            raw.execute("BEGIN IMMEDIATE")
-            try:
-                if raw.executemany(insert, records).rowcount != len(records):
-                    raise PreconditionFailed(
-                        f"{self.name}: a conversation of the batch exists already"
-                    )
-                if texts:
-                    raw.executemany(self.dialect.text_sql()[2], texts)
-                raw.commit()
-            except BaseException:
-                raw.rollback()
-                raise
+            if raw.executemany(insert, records).rowcount != len(records):
+                raise PreconditionFailed(f"{self.name}: a conversation of the batch exists already")
+            if texts:
+                raw.executemany(self.dialect.text_sql()[2], texts)
 
         async with self._connection:
-            await self._run(insert_all)
+            await self._write(insert_all)
         return [True] * len(items)
 
     async def _transaction(
@@ -374,22 +377,16 @@ class SQLiteRecordStore(DataknobsRecordStore):
 
         def run(raw: sqlite3.Connection) -> list[int]:
             counts = []
-            raw.execute("BEGIN IMMEDIATE")
-            try:
-                for sql, params, refusal in statements:
-                    cursor = raw.execute(sql, params)
-                    if refusal is not None and cursor.rowcount != 1:
-                        raise refusal
-                    counts.append(cursor.rowcount)
-                if texts is not None and key is not None:
-                    self._texts(raw, key, texts)
-                raw.commit()
-            except BaseException:
-                raw.rollback()
-                raise
+            for sql, params, refused in statements:
+                cursor = raw.execute(sql, params)
+                if refused is not None and cursor.rowcount != 1:
+                    raise refused
+                counts.append(cursor.rowcount)
+            if texts is not None and key is not None:
+                self._texts(raw, key, texts)
             return counts
 
-        return await self._run(run)
+        return await self._write(run)
 
 
 async def open_sqlite(url: str) -> DataknobsConversationStorage:
