@@ -234,6 +234,23 @@ class TestChangesInsideNodesAreSaved:
         assert loaded is not None
         assert loaded.get_node("q").metadata == {"late": True}
 
+    def test_node_text_reads_without_watching(self) -> None:
+        from convtree.changes import SavedRevision
+
+        state = ConversationState("t")
+        state.add_message("user", "plain", node_id="a")
+        state.add_message("user", [{"type": "text", "text": "x"}, {"type": "image"}], node_id="b")
+        state.add_message("assistant", None, node_id="c", tool_calls=[{"id": "1"}])
+        loaded = ConversationState.from_dict(state.to_dict())
+        loaded.mark_saved(SavedRevision("s", 1, 0, 0))
+        texts = [loaded.get_node(i).text for i in ("a", "b", "c")]
+        assert texts == ["plain", "x", ""]
+        assert loaded.root.text is None
+        assert loaded._journal is not None
+        assert loaded._journal.handed_out == {}  # `text` hands nothing out
+        assert texts == [loaded.get_node(i).message.text for i in ("a", "b", "c")]
+        assert set(loaded._journal.handed_out) == {"a", "b", "c"}  # `.message` does
+
     def test_hand_outs_nobody_holds_stop_being_watched_after_a_save(self) -> None:
         """A save compares each handed-out node once; those that nobody holds any more
         (no reference to the message, the metadata or anything inside) are dropped,

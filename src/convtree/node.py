@@ -267,6 +267,20 @@ class ConversationNode:
             return message.get("content")
         return None if message is None else message.content  # type: ignore[union-attr]
 
+    @property
+    def text(self) -> str | None:
+        """The message's text ([`Message.text`][convtree.Message.text]: the content string,
+        or its text parts joined), read without handing the message out (so nothing is
+        watched); ``None`` for a message-less root."""
+        message = self._message
+        if message is None:
+            return None
+        if type(message) is dict:
+            content = message.get("content")
+            if content is None or type(content) is str:
+                return content or ""
+        return self._message_object().text  # type: ignore[union-attr]
+
     def message_dict(self) -> dict[str, Any] | None:
         """The message as a new JSON-compatible dict ([`to_dict()`][convtree.Message.to_dict]).
 

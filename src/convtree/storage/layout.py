@@ -554,20 +554,16 @@ def summarize(state: ConversationState) -> dict[str, Any]:
     """The summary fields of a conversation (O(1) after appends)."""
     path = state.path_summary()
     cursor = state.current_node
-    # Read without handing out (`_message_object`): nothing here changes them.
-    message = cursor._message_object()
+    # `text` and `role` read without handing the messages out: nothing here changes them.
     first = path.first_user
-    first_message = None if first is None else first._message_object()
-    first_text = None
-    if first_message is not None:
-        first_text = _preview(str(first_message.text))
+    first_text = None if first is None else first.text
     return {
         "node_count": len(state),
         "message_count": path.message_count,
         "leaf_count": state.leaf_count,
-        "first_user_message": first_text,
-        "last_message": None if message is None else _preview(message.text),
-        "last_role": None if message is None else message.role,
+        "first_user_message": None if first_text is None else _preview(first_text),
+        "last_message": _preview(cursor.text),
+        "last_role": cursor.role,
     }
 
 
