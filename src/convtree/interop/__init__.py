@@ -27,9 +27,10 @@ import importlib
 from collections.abc import Generator, Iterator, Mapping
 from contextlib import closing
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, Final, Literal, cast
+from typing import TYPE_CHECKING, Any, Final, cast
 
 from ..errors import ConvtreeError, FormatError
+from ._fields import MODES, Mode
 
 if TYPE_CHECKING:
     from ..state import ConversationState
@@ -48,10 +49,6 @@ __all__ = [
     "put",
 ]
 
-Mode = Literal["tree", "active", "branches"]
-"""What an export holds: the whole tree, the active path only, or one conversation per leaf."""
-
-MODES: Final = ("tree", "active", "branches")
 
 _MODULES: Final = {
     "chatgpt": "convtree.interop.chatgpt",

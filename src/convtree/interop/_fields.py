@@ -35,13 +35,17 @@ __all__ = [
     "EXTENSION",
     "EXTRA_FIELD",
     "MISSING",
+    "MODES",
     "Field",
     "FieldMap",
+    "Mode",
     "View",
+    "check_mode",
     "epoch_seconds",
     "iso_z",
     "message_extra",
     "message_field",
+    "mode_error",
     "newest_leaf",
     "parse_time",
     "path_key",
@@ -59,6 +63,18 @@ Mode = Literal["tree", "active", "branches"]
 """Export modes: the whole tree, the active path only, one conversation per branch."""
 
 MODES: Final = ("tree", "active", "branches")
+
+
+def mode_error(mode: object) -> ValueError:
+    """The error for an export mode that is not one of `MODES`."""
+    return ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+
+
+def check_mode(mode: object) -> None:
+    """Raise `mode_error` unless ``mode`` is one of `MODES`."""
+    if mode not in MODES:
+        raise mode_error(mode)
+
 
 ABSENT: Final = "convtree:absent"
 """Key, in a namespaced metadata dict, listing the known fields the source did not have."""
@@ -523,7 +539,7 @@ def views(state: ConversationState, mode: str) -> list[View]:
             _path_view(f"{state.conversation_id}~{leaf.node_id}", state.get_path(leaf.node_id))
             for leaf in state.leaves()
         ]
-    raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+    raise mode_error(mode)
 
 
 def _path_view(conversation_id: str, path: list[ConversationNode]) -> View:

@@ -36,6 +36,7 @@ from typing import Any, Literal, overload
 from ..errors import FormatError
 from ..state import ConversationState
 from . import openai as _openai
+from ._fields import mode_error
 from ._source import Dest, Skipped, Source, iter_objects, write_array
 
 __all__ = ["FORMAT", "ROOT_ID", "conversation_id_for", "from_dict", "looks_like", "read", "write"]
@@ -127,7 +128,7 @@ def _lists(state: ConversationState, mode: str) -> list[list[dict[str, Any]]]:
             "OpenAI message list holds one path: export it with --mode active or branches"
         )
     if mode not in ("tree", "active"):
-        raise ValueError(f"mode must be 'tree', 'active' or 'branches', not {mode!r}")
+        raise mode_error(mode)
     return [_messages(state, None)]
 
 

@@ -40,6 +40,7 @@ __all__ = [
     "iter_objects",
     "open_dest",
     "write_array",
+    "write_exports",
 ]
 
 Source = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]", IO[bytes]]
@@ -641,3 +642,22 @@ def write_array(objects: Iterable[dict[str, Any]], dest: Dest) -> int:
             count += 1
         out.write(b"\n]\n" if count else b"]\n")
     return count
+
+
+def write_exports(
+    states: Iterable[ConversationState],
+    dest: Dest,
+    export: Callable[[ConversationState], dict[str, Any] | list[dict[str, Any]]],
+) -> int:
+    """`write_array` of what ``export`` makes of each state: one object, or a list of
+    them (``branches``), each written as an element; states are consumed one at a time."""
+
+    def objects() -> Iterator[dict[str, Any]]:
+        for state in states:
+            out = export(state)
+            if isinstance(out, list):
+                yield from out
+            else:
+                yield out
+
+    return write_array(objects(), dest)

@@ -29,7 +29,7 @@ See ``docs/import-export/chatgpt.md`` for the full field mapping.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Any, Literal, overload
 
@@ -40,7 +40,8 @@ from ..errors import FormatError
 from ..format import CURRENT_SCHEMA_VERSION
 from ..node import ConversationNode
 from ..state import ConversationState
-from ._source import Dest, MemberFilter, Reader, Source, write_array
+from ._fields import Mode, check_mode, mode_error
+from ._source import Dest, MemberFilter, Reader, Source, write_exports
 
 __all__ = [
     "BRANCH_SEPARATOR",
@@ -57,8 +58,6 @@ __all__ = [
 FORMAT = "chatgpt"
 """The key of this format's verbatim data in node and conversation metadata."""
 
-Mode = Literal["tree", "active", "branches"]
-"""What an export holds: the whole tree, the active path, or one conversation per leaf."""
 
 EXTENSION = "convtree"
 """Key, in a ChatGPT message's ``metadata``, of the convtree message fields ChatGPT has no
@@ -114,17 +113,8 @@ def write(states: Iterable[ConversationState], dest: Dest, *, mode: Mode = "tree
     Returns:
         How many conversation objects were written (``branches`` writes one per leaf).
     """
-    if mode not in ("tree", "active", "branches"):
-        raise ValueError(f"mode must be 'tree', 'active' or 'branches', not {mode!r}")
-
-    def objects() -> Iterator[dict[str, Any]]:
-        for state in states:
-            if mode == "branches":
-                yield from to_dict(state, mode="branches")
-            else:
-                yield to_dict(state, mode=mode)
-
-    return write_array(objects(), dest)
+    check_mode(mode)
+    return write_exports(states, dest, lambda state: to_dict(state, mode=mode))
 
 
 # --------------------------------------------------------------------- import
@@ -606,7 +596,7 @@ def to_dict(
             )
             for leaf in state.leaves()
         ]
-    raise ValueError(f"mode must be 'tree', 'active' or 'branches', not {mode!r}")
+    raise mode_error(mode)
 
 
 _Item = tuple[ConversationNode, "str | None", list[str]]  # (node, parent id, child ids)

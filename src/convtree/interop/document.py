@@ -14,12 +14,13 @@ cursor on the leaf (the same naming as the other formats).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from itertools import pairwise
 from typing import Any, Literal, overload
 
 from ..state import ConversationState
-from ._source import Dest, MemberFilter, Reader, Source, write_array
+from ._fields import Mode, check_mode, mode_error
+from ._source import Dest, MemberFilter, Reader, Source, write_exports
 
 __all__ = [
     "BRANCH_SEPARATOR",
@@ -35,8 +36,6 @@ __all__ = [
 FORMAT = "convtree"
 """The format's name in [`FORMATS`][convtree.interop.FORMATS]."""
 
-Mode = Literal["tree", "active", "branches"]
-"""What an export holds: the whole tree, the active path, or one document per leaf."""
 
 BRANCH_SEPARATOR = "~"
 """Joins a conversation id and a leaf id in ``branches`` exports: ``<id>~<leaf id>``."""
@@ -86,7 +85,7 @@ def to_dict(
             )
             for leaf in state.leaves()
         ]
-    raise ValueError(f"mode must be 'tree', 'active' or 'branches', not {mode!r}")
+    raise mode_error(mode)
 
 
 def _path_document(state: ConversationState, end: str, conversation_id: str) -> dict[str, Any]:
@@ -121,14 +120,5 @@ def write(states: Iterable[ConversationState], dest: Dest, *, mode: Mode = "tree
     Returns:
         How many documents were written (``branches`` writes one per leaf).
     """
-    if mode not in ("tree", "active", "branches"):
-        raise ValueError(f"mode must be 'tree', 'active' or 'branches', not {mode!r}")
-
-    def objects() -> Iterator[dict[str, Any]]:
-        for state in states:
-            if mode == "branches":
-                yield from to_dict(state, mode="branches")
-            else:
-                yield to_dict(state, mode=mode)
-
-    return write_array(objects(), dest)
+    check_mode(mode)
+    return write_exports(states, dest, lambda state: to_dict(state, mode=mode))

@@ -39,11 +39,11 @@ from ._fields import (
     EPOCH,
     EXTRA_FIELD,
     MISSING,
-    MODES,
     Field,
     FieldMap,
     Mode,
     View,
+    check_mode,
     iso_z,
     message_extra,
     message_field,
@@ -56,7 +56,7 @@ from ._fields import (
     unique_id,
     views,
 )
-from ._source import Dest, Reader, Source, write_array
+from ._source import Dest, Reader, Source, write_exports
 
 __all__ = [
     "FORMAT",
@@ -589,8 +589,7 @@ def to_dict(
     Raises:
         ValueError: an unknown mode.
     """
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+    check_mode(mode)
     ns_value = state.metadata.get(FORMAT)
     ns: Mapping[str, Any] | None = ns_value if isinstance(ns_value, Mapping) else None
     out = [_export(state, view, ns, mode, recursive) for view in views(state, mode)]
@@ -708,15 +707,5 @@ def write(
     Returns:
         How many conversations were written (with ``"branches"``, one per branch).
     """
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
-
-    def objects() -> Iterable[dict[str, Any]]:
-        for state in states:
-            out = to_dict(state, mode=mode, recursive=recursive)
-            if isinstance(out, list):
-                yield from out
-            else:
-                yield out
-
-    return write_array(objects(), dest)
+    check_mode(mode)
+    return write_exports(states, dest, lambda state: to_dict(state, mode=mode, recursive=recursive))

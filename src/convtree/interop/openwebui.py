@@ -46,11 +46,11 @@ from ._fields import (
     EPOCH,
     EXTRA_FIELD,
     MISSING,
-    MODES,
     Field,
     FieldMap,
     Mode,
     View,
+    check_mode,
     epoch_seconds,
     message_extra,
     message_field,
@@ -65,7 +65,7 @@ from ._fields import (
     unique_id,
     views,
 )
-from ._source import Dest, Reader, Source, write_array
+from ._source import Dest, Reader, Source, write_exports
 
 __all__ = [
     "FORMAT",
@@ -655,8 +655,7 @@ def to_dict(
     Raises:
         ValueError: an unknown mode or shape.
     """
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+    check_mode(mode)
     if shape not in (None, "row", "chat"):
         raise ValueError(f"shape must be 'row' or 'chat', not {shape!r}")
     ns_value = state.metadata.get(FORMAT)
@@ -861,15 +860,5 @@ def write(
     Returns:
         How many chats were written (with ``"branches"``, one per branch).
     """
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
-
-    def objects() -> Iterable[dict[str, Any]]:
-        for state in states:
-            out = to_dict(state, mode=mode, shape=shape)
-            if isinstance(out, list):
-                yield from out
-            else:
-                yield out
-
-    return write_array(objects(), dest)
+    check_mode(mode)
+    return write_exports(states, dest, lambda state: to_dict(state, mode=mode, shape=shape))
