@@ -234,6 +234,32 @@ class TestChangesInsideNodesAreSaved:
         assert loaded is not None
         assert loaded.get_node("q").metadata == {"late": True}
 
+    def test_a_value_held_inside_metadata_keeps_its_node_watched(self) -> None:
+        """Only ``metadata`` was read (the message was never built): a dict held from
+        inside it still keeps the node watched, and a change made through it is saved."""
+        import asyncio
+
+        from convtree import open_storage
+
+        async def run() -> None:
+            async with open_storage("memory://") as storage:
+                state = ConversationState("meta")
+                state.add_message("user", "q", node_id="q", metadata={"usage": {"tokens": 1}})
+                await storage.save_conversation(state)
+                loaded = await storage.load_conversation("meta")
+                assert loaded is not None
+                usage = loaded.get_node("q").metadata["usage"]
+                loaded.add_message("user", "next")
+                await storage.save_conversation(loaded)
+                usage["tokens"] = 2  # after that save
+                loaded.add_message("user", "last")
+                await storage.save_conversation(loaded)
+                again = await storage.load_conversation("meta")
+                assert again is not None
+                assert again.get_node("q").metadata == {"usage": {"tokens": 2}}
+
+        asyncio.run(run())
+
     def test_node_text_reads_without_watching(self) -> None:
         from convtree.changes import SavedRevision
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 import sys
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -153,16 +154,17 @@ class ConversationNode:
         """
         count = sys.getrefcount
         meta = count(self._meta)
+        nested: list[Any] = [self._meta]
+        model = 0
         message = self._message
-        if not isinstance(message, Message):  # none, or a record nobody was handed
-            return meta, 0, 0
-        model = count(message)
-        nested: list[Any] = [message.__dict__]
-        extra = message.__pydantic_extra__
-        if extra is not None:
-            nested.append(extra)
-        nested.append(self._meta)
-        del message, extra
+        if isinstance(message, Message):  # else none, or a record nobody was handed
+            model = count(message)
+            nested.append(message.__dict__)
+            extra = message.__pydantic_extra__
+            if extra is not None:
+                nested.append(extra)
+            del extra
+        del message
         inner = 0
         while nested:
             item = nested.pop()
@@ -358,12 +360,18 @@ def _measure_unheld() -> tuple[int, int, int] | None:
     unheld = node._ref_counts()
     if probe()._ref_counts() != unheld:  # pragma: no cover - counts should be stable
         return None
-    message: Any = node._message
-    for held in (node._meta, node._meta["d"]["e"], message, message.metadata["a"]["b"]):
-        counts = node._ref_counts()
-        if all(c <= u for c, u in zip(counts, unheld, strict=True)):  # pragma: no cover
-            return None  # a held value must show
-        del held, counts
+    holds: tuple[Callable[[ConversationNode], Any], ...] = (
+        lambda n: n._meta,
+        lambda n: n._meta["d"]["e"],
+        lambda n: n._message,
+        lambda n: n._message_object().metadata["a"]["b"],  # type: ignore[union-attr,index,call-overload]
+    )
+    for hold in holds:
+        held = hold(node)  # one value held from outside, nothing else
+        shows = any(c > u for c, u in zip(node._ref_counts(), unheld, strict=True))
+        del held
+        if not shows:  # pragma: no cover - a held value must show
+            return None
     return unheld
 
 
