@@ -305,23 +305,36 @@ def _parse_segment(record: Any, head: Head | None) -> dict[str, Any]:
         raise _Bad(f"its payload is {exc}") from None
     if not isinstance(segment, dict):
         raise _Bad(f"its payload is {json_type(segment)}, not a JSON object")
+    # What the fold needs, checked in one pass each; a message is built only for a problem.
     nodes = _field(segment, "nodes", list, "payload field")
-    # One cheap pass over what the fold needs; the detailed one only to name a problem.
-    if not all(type(node) is dict and type(node.get("node_id")) is str for node in nodes):
-        for i, node in enumerate(nodes):
-            if not isinstance(node, dict):
-                raise _Bad(f"payload nodes[{i}] is {json_type(node)}, not an object")
-            _field(node, "node_id", str, f"payload nodes[{i}] field")
+    bad = next(
+        (
+            i
+            for i, node in enumerate(nodes)
+            if not (isinstance(node, dict) and isinstance(node.get("node_id"), str))
+        ),
+        None,
+    )
+    if bad is not None:
+        if not isinstance(nodes[bad], dict):
+            raise _Bad(f"payload nodes[{bad}] is {json_type(nodes[bad])}, not an object")
+        _field(nodes[bad], "node_id", str, f"payload nodes[{bad}] field")
     edges = _field(segment, "edges", list, "payload field")
-    if not all(
-        type(edge) is list and len(edge) == 2 and type(edge[0]) is str and type(edge[1]) is str
-        for edge in edges
-    ):
-        for i, edge in enumerate(edges):
+    bad = next(
+        (
+            i
+            for i, edge in enumerate(edges)
             if not (
-                isinstance(edge, list) and len(edge) == 2 and all(isinstance(e, str) for e in edge)
-            ):
-                raise _Bad(f"payload edges[{i}] is {_short(edge)}, not [parent id, child id]")
+                isinstance(edge, list)
+                and len(edge) == 2
+                and isinstance(edge[0], str)
+                and isinstance(edge[1], str)
+            )
+        ),
+        None,
+    )
+    if bad is not None:
+        raise _Bad(f"payload edges[{bad}] is {_short(edges[bad])}, not [parent id, child id]")
     removed = segment.get("removed")
     if removed is not None and not (
         isinstance(removed, list) and all(isinstance(r, str) for r in removed)
