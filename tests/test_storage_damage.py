@@ -197,6 +197,12 @@ SEGMENT_MODES = [
     Mode("segment kind: missing", "segment", _fields(_drop("kind"))),
     Mode("segment payload: an integer", "segment", _fields(_set("payload", 7))),
     Mode("segment payload: missing", "segment", _fields(_drop("payload"))),
+    Mode(  # what the payload text holds, stored as an object instead of as text
+        "segment payload: an object",
+        "segment",
+        _fields(lambda f: f.update(payload=json.loads(f["payload"]))),
+    ),
+    Mode("segment kind: a head's", "segment", _fields(_set("kind", "head"))),
     Mode(
         "segment payload: truncated",
         "segment",

@@ -183,6 +183,8 @@ def parse_document(doc: Mapping[str, Any]) -> ParsedDocument:
 
     nodes: dict[str, ConversationNode] = {}
     index_of: dict[str, int] = {}
+    without_message: list[str] = []  # only the root may be one of them
+    make = ConversationNode._from_record
     for i, rec in enumerate(model.nodes):
         node_id = rec["node_id"]
         if node_id in index_of:
@@ -200,15 +202,17 @@ def parse_document(doc: Mapping[str, Any]) -> ParsedDocument:
         if metadata:
             check_depth(metadata, f"nodes[{i}].metadata")
         message = rec["message"]
-        if message is not None and (len(message) > 2 or type(message.get("content")) is list):
+        if message is None:
+            without_message.append(node_id)
+        elif len(message) > 2 or type(message.get("content")) is list:
             _check_values(message, f"nodes[{i}].message")
-        nodes[node_id] = ConversationNode._from_record(
+        nodes[node_id] = make(
             node_id,
-            rec["message"],
+            message,
             rec["timestamp"],
             rec.get("branch_name"),
             rec.get("prompt_name"),
-            rec.get("metadata"),
+            metadata,
             extra,
         )
 
@@ -265,8 +269,8 @@ def parse_document(doc: Mapping[str, Any]) -> ParsedDocument:
             node_id=lost[0],
         )
 
-    for node_id, node in nodes.items():
-        if not node.has_message and node_id != root_id:
+    for node_id in without_message:
+        if node_id != root_id:
             raise FormatError(
                 "only the root may have no message",
                 path=f"nodes[{index_of[node_id]}].message",
