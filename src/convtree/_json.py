@@ -50,7 +50,12 @@ def gc_paused() -> Iterator[None]:
 def json_text(value: Any) -> str:
     """Compact ASCII-only JSON text: exact for every JSON value Python holds (NaN, -0.0,
     big ints, lone surrogates), storable in any backend, and comparable as text."""
-    return json.dumps(value, ensure_ascii=True, separators=(",", ":"))
+    return _encode(value)
+
+
+# What ``json.dumps(value, ensure_ascii=True, separators=(",", ":"))`` does, without
+# building an encoder on every call (which was most of the time for a small value).
+_encode = json.JSONEncoder(ensure_ascii=True, separators=(",", ":")).encode
 
 
 MAX_DEPTH = 200
