@@ -9,6 +9,7 @@ index serves which query), never by time.
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import sqlite3
 from collections.abc import Awaitable, Callable
@@ -671,5 +672,44 @@ def test_save_many_saves_new_and_stored_conversations(
                 await storage.save_many([stranger])
             assert await storage.save_many([stranger], overwrite=True) == 1
             assert await storage.load_conversation("n007") == stranger
+
+    run(main())
+
+
+def test_postgres_reads_a_conversations_segments_in_one_statement_exactly(
+    url_of: Callable[[str], str],
+) -> None:
+    """``read_many`` takes each segment's payload text out of its JSONB on the server:
+    one statement for every segment, the same text a read of the whole record gives
+    (escapes, NUL, lone surrogates, NaN, big ints), and other rows come back whole."""
+    url = url_of("postgres")
+
+    async def main() -> None:
+        async with open_storage(url) as storage:
+            state = ConversationState("c", metadata={"user_id": "u"})
+            for text in ['q"uote \\ back', "nul \x00 here", "lone \ud800", "é\n\t"]:
+                node = state.add_message("user", text)
+            node.metadata = {"nan": float("nan"), "big": 10**30, "neg0": -0.0}
+            await storage.save_conversation(state)
+            state.add_message("assistant", "a second segment")
+            await storage.save_conversation(state)
+            records = storage.records
+            head = await records.read(record_id("c"))
+            keys = [entry["id"] for entry in json.loads(head["head"])["storage"]["segments"]]
+            assert len(keys) >= 2
+            sent: list[str] = []
+            for holder in records._pool()._holders:
+                if holder._con:
+                    holder._con.add_query_logger(lambda q: sent.append(q.query))
+            got = await records.read_many([*keys, record_id("c"), "c~missing"])
+            assert len(sent) == 1, sent
+            for key, record in zip(keys, got, strict=False):
+                whole = await records.read(key)
+                assert record == {"kind": "segment", "payload": whole["payload"]}
+            assert got[len(keys)] == head
+            assert got[-1] is None
+            loaded = await storage.load_conversation("c")
+            assert loaded is not None
+            assert json.dumps(loaded.to_dict()) == json.dumps(state.to_dict())  # NaN: as text
 
     run(main())
