@@ -375,18 +375,21 @@ def state_from_records(
         StorageError: a segment is missing or unreadable, or the document is invalid.
         SchemaVersionError: a newer major version ("upgrade convtree to read it").
     """
-    with gc_paused():
-        parsed, folded = fold_records(head, segments, store)
-        doc = dict(head.document)
-        doc["nodes"] = folded["nodes"]
-        doc["edges"] = folded["edges"]
-        state = _load_document(head, doc, parsed, store)
-        # Freed while the collector is paused: the collection that the allocations
-        # made meanwhile have made due then walks only what was built, not the
-        # decoded records as well (which was a sixth of a load).
-        del parsed, folded, doc
+    with gc_paused():  # what _state decoded is freed when it returns, see below
+        state = _state(head, segments, store)
     state.mark_saved(head.revision)
     return state
+
+
+def _state(head: Head, segments: Sequence[dict[str, Any] | None], store: str) -> ConversationState:
+    # Called with the collector paused: the decoded records die with this frame,
+    # before it runs again, so the collection the allocations made due walks only
+    # what was built, not the decoded records as well (a sixth of a load).
+    parsed, folded = fold_records(head, segments, store)
+    doc = dict(head.document)
+    doc["nodes"] = folded["nodes"]
+    doc["edges"] = folded["edges"]
+    return _load_document(head, doc, parsed, store)
 
 
 def path_from_records(
@@ -405,7 +408,7 @@ def path_from_records(
         DamagedRecordError: a record cannot be read, or the path is not valid.
         SchemaVersionError: a newer major version ("upgrade convtree to read it").
     """
-    with gc_paused():  # and the temporaries freed inside, as in state_from_records
+    with gc_paused():  # its temporaries are freed inside, as in state_from_records
         return _path(head, segments, store, ref)
 
 
@@ -416,7 +419,6 @@ def _path(
     parsed, folded = fold_records(head, segments, store)
     nodes = {node["node_id"]: node for node in folded["nodes"]}
     parent = {child: up for up, child in folded["edges"]}
-    del folded
     target = head.document.get("current_node_id") if ref is None else ref
     if not isinstance(target, str) or target not in nodes:
         if ref is not None:
@@ -425,16 +427,12 @@ def _path(
     path = [target]
     while path[-1] in parent and len(path) <= len(nodes):
         path.append(parent[path[-1]])
-    del parent
     path.reverse()
     doc = {k: v for k, v in head.document.items() if k != "active_children"}
     doc["nodes"] = [nodes[node_id] for node_id in path if node_id in nodes]
     doc["edges"] = [[a, b] for a, b in itertools.pairwise(path)]
     doc["current_node_id"] = target
-    del nodes
-    state = _load_document(head, doc, parsed, store)
-    del parsed, doc
-    return state.get_path()
+    return _load_document(head, doc, parsed, store).get_path()
 
 
 def fold_records(

@@ -301,9 +301,9 @@ class PostgresRecordStore(DataknobsRecordStore):
         """One ``SELECT ... WHERE id = ANY(...)``: the records as of one moment.
 
         A segment comes back as ``{"kind": "segment", "payload": <text>}`` with the
-        payload text taken out of the JSONB by the server (``data->>'payload'``):
-        turning a large JSONB value into text, sending it escaped and decoding it
-        again was half of a load. Every other row comes back whole.
+        payload text taken out of the JSONB by the server (`_PAYLOAD`): turning a
+        large JSONB value into text, sending it escaped and decoding it again was
+        half of a load. Every other row comes back whole.
         """
         with _connection_errors(self.name):
             rows = await self._pool().fetch(
