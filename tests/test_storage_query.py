@@ -227,7 +227,7 @@ def test_search_matches_every_branch_and_stays_exact_under_changes(
         async with open_storage(url_of(backend)) as storage:
             a = _branchy("a1", ["Ölkanne", "zebra", "STRASSE", "100% pure"])
             b = _branchy("b1", ["giraffe", "Zebra crossing", "x_y", 'say "hi" OR NEAR(a b)*'])
-            c = _branchy("c1", ["quokka", "hidden", "tail", "qj"])
+            c = _branchy("c1", ["quokka", "hidden", 'tail\\ \t\x01😀 "q"\u2028', "qj"])
             for state in (a, b, c):
                 await storage.save_conversation(state)
             assert await ids(storage, "ZEBRA") == ["a1", "b1"]  # case-insensitive
@@ -254,6 +254,7 @@ def test_search_matches_every_branch_and_stays_exact_under_changes(
                 ]
                 assert await ids(storage, syntax) == expected, syntax
             assert await ids(storage, "QJ") == ["c1"]  # shorter than a trigram
+            assert await ids(storage, 'L\\ \t\x01😀 "Q"\u2028') == ["c1"]  # escapes, as stored
             # Changes: an append, an edit in place, a prune, a delete, a full overwrite.
             a.add_message("user", "now about a wombat")
             await storage.save_conversation(a)
@@ -513,6 +514,46 @@ def test_an_append_and_save_is_one_sqlite_transaction(tmp_path: Path) -> None:
             await conn.set_trace_callback(None)
             loaded = await storage.load_conversation("c")
             assert loaded == state
+
+    run(main())
+
+
+def test_sqlite_indexes_a_saves_search_texts_in_one_flush(tmp_path: Path) -> None:
+    """FTS5 flushes its pending terms to a new index segment at each statement
+    savepoint, and every statement firing the index trigger opens one: texts
+    written row by row (``executemany``) cost a segment write each, 4-5 times the
+    work. A save, and each batch of save_many, writes its texts in one statement:
+    the index's segment writes do not grow with the number of texts."""
+
+    async def main() -> None:
+        async with open_storage(f"sqlite:///{tmp_path / 's.db'}") as storage:
+            statements: list[str] = []
+            conn = storage.records._conn()
+            await conn.set_trace_callback(statements.append)
+
+            def segment_writes() -> int:
+                found = sum("'conversations_fts_data'" in s for s in statements)
+                statements.clear()
+                return found
+
+            many = [_branchy(f"m{i}", ["a", "b", "c", "d"]) for i in range(300)]
+            assert await storage.save_many(many) == 300  # 1,200 texts
+            assert 0 < segment_writes() <= 20
+            big = ConversationState("big")
+            for i in range(200):
+                big.add_message("user", f"message {i}")
+            await storage.save_conversation(big)
+            assert 0 < segment_writes() <= 10
+            big.prune(big.get_path()[100].node_id)  # message 99 (the root first)
+            for i in range(100):
+                big.add_message("user", f"after the prune {i}")
+            await storage.save_conversation(big)
+            assert 0 < segment_writes() <= 10
+            await conn.set_trace_callback(None)
+            assert await storage.count_conversations(search="message 98") == 1
+            assert await storage.count_conversations(search="message 99") == 0
+            assert await storage.count_conversations(search="after the prune 99") == 1
+            assert await storage.count_conversations(search="regenerated") == 300
 
     run(main())
 

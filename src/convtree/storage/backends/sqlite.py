@@ -355,7 +355,7 @@ class SQLiteRecordStore(DataknobsRecordStore):
             if raw.executemany(insert, records).rowcount != len(records):
                 raise PreconditionFailed(f"{self.name}: a conversation of the batch exists already")
             if texts:
-                raw.executemany(self.dialect.text_sql()[2], texts)
+                raw.executemany(*self.dialect.insert_texts(texts))
 
         async with self._connection:
             await self._write(insert_all)
