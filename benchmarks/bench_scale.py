@@ -15,7 +15,10 @@ any branch). Measured for each backend at each size, convtree beside the floor:
    KEY, user_id TEXT, updated_at TEXT, data TEXT)`` with indexes on ``(user_id,
    updated_at)`` and ``(updated_at)``, filled 256 rows per transaction with
    ``executemany``, ``data`` the conversation's JSON (``to_json()``: the same data).
-   The two fill in turns, chunk by chunk; building the states is not timed;
+   The two fill in turns, chunk by chunk; building the states is not timed. Beside it,
+   the floor with search: the same plus every message's case-folded text in an FTS5
+   trigram table (SQLite) or a table with a ``pg_trgm`` GIN index (PostgreSQL), what
+   convtree's search index holds: the floor has no search, convtree maintains it;
 2. listing: 50 newest of one user; page 1 of everything, newest first; page 1,000 by
    cursor (the cursor is found by walking the pages once, then that page is timed) and
    by offset (49,950); the floor runs the equivalent SQL (keyset on ``updated_at``, which
@@ -310,6 +313,22 @@ class SQLiteFloor:
             )
             self.conn.commit()
 
+    async def create_search(self) -> None:
+        """The floor with search: every message's text in an FTS5 trigram table (what
+        convtree's search index holds), written directly, without a trigger."""
+        self.conn.execute(
+            "CREATE VIRTUAL TABLE floor_fts USING fts5(conv UNINDEXED, node UNINDEXED, body, "
+            "tokenize='trigram')"
+        )
+        self.conn.commit()
+
+    async def insert_search(self, rows: list[tuple[str, str, str]]) -> None:
+        for start in range(0, len(rows), FLOOR_BATCH * 5):
+            self.conn.executemany(
+                "INSERT INTO floor_fts VALUES (?, ?, ?)", rows[start : start + FLOOR_BATCH * 5]
+            )
+            self.conn.commit()
+
     async def fetch(self, sql: str, *params: Any) -> list[Any]:
         return self.conn.execute(sql, params).fetchall()
 
@@ -385,6 +404,24 @@ class PostgresFloor:
                 await self.conn.executemany(
                     f"INSERT INTO {self.table} VALUES ($1, $2, $3, $4)",
                     rows[start : start + FLOOR_BATCH],
+                )
+
+    async def create_search(self) -> None:
+        """The floor with search: every message's text in a table with a ``pg_trgm`` GIN
+        index (what convtree's search index holds)."""
+        t = f"{self.table}_text"
+        await self.conn.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
+        await self.conn.execute(
+            f"CREATE TABLE {t} (conv text, node text, body text, PRIMARY KEY (conv, node))"
+        )
+        await self.conn.execute(f"CREATE INDEX {t}_trgm ON {t} USING gin (body gin_trgm_ops)")
+
+    async def insert_search(self, rows: list[tuple[str, str, str]]) -> None:
+        for start in range(0, len(rows), FLOOR_BATCH * 5):
+            async with self.conn.transaction():
+                await self.conn.executemany(
+                    f"INSERT INTO {self.table}_text VALUES ($1, $2, $3)",
+                    rows[start : start + FLOOR_BATCH * 5],
                 )
 
     async def fetch(self, sql: str, *params: Any) -> list[Any]:
@@ -623,11 +660,12 @@ async def run_size(ctx: Ctx, size: int, plans: bool) -> tuple[list[Row], list[st
                 flush=True,
             )
         await floor.create()
+        await floor.create_search()
 
         # ---------------------------------------------------------------- 1. fill
         text = Text(size)
         base = datetime(2026, 1, 1, tzinfo=timezone.utc)
-        ct_wall = ct_cpu = fl_wall = fl_cpu = 0.0
+        ct_wall = ct_cpu = fl_wall = fl_cpu = fs_wall = fs_cpu = 0.0
         started = time.perf_counter()
         for k, start in enumerate(range(0, size, CHUNK)):
             states = [conversation(i, text) for i in range(start, min(start + CHUNK, size))]
@@ -640,17 +678,28 @@ async def run_size(ctx: Ctx, size: int, plans: bool) -> tuple[list[Row], list[st
                 )
                 for j, s in enumerate(states)
             ]
+            search_rows = [
+                (s.conversation_id, n.node_id, n.message.text.casefold())
+                for s in states
+                for n in s.nodes()
+                if n.message is not None
+            ]
+
             jobs = [
                 ("convtree", lambda states=states: storage.save_many(states)),
                 ("floor", lambda floor_rows=floor_rows: floor.insert(floor_rows)),
+                ("search", lambda search_rows=search_rows: floor.insert_search(search_rows)),
             ]
-            for name, job in jobs if k % 2 == 0 else jobs[::-1]:
+            for name, job in jobs[k % 3 :] + jobs[: k % 3]:
                 wall, cpu, _ = await once(job)
                 if name == "convtree":
                     ct_wall, ct_cpu = ct_wall + wall, ct_cpu + cpu
-                else:
+                elif name == "floor":
                     fl_wall, fl_cpu = fl_wall + wall, fl_cpu + cpu
-            del states, floor_rows
+                else:  # the floor with search: its rows, then their texts
+                    fs_wall, fs_cpu = fs_wall + wall, fs_cpu + cpu
+            del states, floor_rows, search_rows
+        fs_wall, fs_cpu = fs_wall + fl_wall, fs_cpu + fl_cpu
         print(f"  (filled {size:,} in {time.perf_counter() - started:,.0f} s)", flush=True)
         if backend == "postgres":
             await records._pool().execute(f"VACUUM ANALYZE {records.table}")
@@ -665,6 +714,21 @@ async def run_size(ctx: Ctx, size: int, plans: bool) -> tuple[list[Row], list[st
                 f"{size / fl_wall:,.0f} (cpu {fl_cpu / size * 1e6:,.0f} µs each)",
                 "-",
                 fmt_ratio(ct_wall, fl_wall) + " (time)",
+                ">= 25% of the floor's rate",
+                met(ct_wall, 4 * fl_wall) + f" ({fl_wall / ct_wall:.0%})",
+            ),
+        )
+        emit(
+            rows,
+            Row(
+                label,
+                "1. fill beside a floor with the same search index (conversations/s)",
+                f"{size / ct_wall:,.0f}",
+                f"{size / fs_wall:,.0f} (cpu {fs_cpu / size * 1e6:,.0f} µs each)",
+                "-",
+                fmt_ratio(ct_wall, fs_wall) + " (time)",
+                ">= 25% of this floor's rate",
+                met(ct_wall, 4 * fs_wall) + f" ({fs_wall / ct_wall:.0%})",
             ),
         )
 
