@@ -265,6 +265,21 @@ def test_a_role_chat_completions_does_not_know_is_refused_naming_the_node() -> N
     assert info.value.node_id == critic.node_id
 
 
+def test_a_tool_message_without_its_call_id_is_refused_naming_the_node() -> None:
+    """ChatGPT's tool outputs (browser, python) have no call id: the API refuses a
+    tool message without one, so the conversion says so instead of emitting it."""
+    state = ConversationState()
+    state.add_message("user", "search the web")
+    output = state.add_message("tool", "results...", name="browser")
+    with pytest.raises(FormatError, match="tool message without tool_call_id") as info:
+        to_messages(state)
+    assert info.value.node_id == output.node_id
+    state.add_message("tool", "ok", tool_call_id="call_1")
+    assert to_messages(state, state.get_path()[1].node_id) == [
+        {"role": "user", "content": "search the web"}
+    ]
+
+
 def test_message_keys_are_those_of_the_openai_types() -> None:
     from openai.types import chat
 

@@ -167,7 +167,8 @@ def to_messages(
 
     Raises:
         FormatError: a node on the path has a role that is not a Chat
-            Completions role (the error names the node).
+            Completions role, or is a tool message without ``tool_call_id`` (as
+            ChatGPT's tool outputs are); the error names the node.
         NodeNotFoundError: ``ref`` names no node.
     """
     out: list[dict[str, Any]] = []
@@ -195,6 +196,15 @@ def _chat_message(
         raise FormatError(
             f"role {role!r} is not a Chat Completions role ({', '.join(CHAT_ROLES)})",
             path="message.role",
+            node_id=node.node_id,
+        )
+    if role == "tool" and not isinstance(message.get("tool_call_id"), str):
+        # A tool message answers a call by its id (ChatGPT's browser and code outputs
+        # have none): the API refuses one without it.
+        raise FormatError(
+            "a tool message without tool_call_id has no Chat Completions form "
+            "(a tool message answers an assistant's tool call by its id)",
+            path="message.tool_call_id",
             node_id=node.node_id,
         )
     nulls = info.get("null_fields")

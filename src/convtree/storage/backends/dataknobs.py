@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 from weakref import WeakKeyDictionary
@@ -189,6 +189,26 @@ async def connected(db: Any, url: str) -> None:
         if isinstance(exc, StorageError) or not isinstance(exc, Exception):
             raise
         raise StorageError(f"cannot open {mask_url(url)}: {scrub(str(exc), url)}") from None
+
+
+async def indexed_storage(
+    store: Any, prepare: Callable[[], Awaitable[object]] | None = None
+) -> DataknobsConversationStorage:
+    """The storage over a connected SQL record store, once ``prepare`` (a setting of
+    the connection) has run, the store's indexes exist and its search texts are
+    complete; the store is closed if any of it fails."""
+    from ..adapter import DataknobsConversationStorage
+
+    try:
+        if prepare is not None:
+            await prepare()
+        await store.ensure_indexes()
+        storage = DataknobsConversationStorage(store)
+        await storage.build_search_index()
+    except BaseException:
+        await store.close()
+        raise
+    return storage
 
 
 async def open_dataknobs_memory(url: str) -> DataknobsConversationStorage:

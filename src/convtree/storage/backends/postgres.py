@@ -50,7 +50,7 @@ from ..records import (
 )
 from ..urls import identifier, mask_url, query
 from ._sql import PostgresDialect, batch_rows, created_name
-from .dataknobs import DataknobsRecordStore, connected
+from .dataknobs import DataknobsRecordStore, connected, indexed_storage
 
 if TYPE_CHECKING:
     from ..adapter import DataknobsConversationStorage
@@ -519,8 +519,6 @@ def connect_args(url: str, shown: str | None = None) -> dict[str, Any]:
 
 async def open_postgres(url: str) -> DataknobsConversationStorage:
     """``postgresql://user:pass@host:port/db?table=...&schema=...`` (``?host=/socket/dir``)."""
-    from ..adapter import DataknobsConversationStorage
-
     params = query(url)
     connect = connect_args(url)
     table = identifier(params.get("table", "conversations"), "table", url)
@@ -541,15 +539,7 @@ async def open_postgres(url: str) -> DataknobsConversationStorage:
         settings["lock_timeout"] = f"{max(1, round(seconds * 1000))}ms"
     db = OwnPoolPostgresDatabase({"table": table, "schema": schema}, connect, settings)
     await connected(db, url)  # closes the pool if the open fails
-    store = PostgresRecordStore(db, name=mask_url(url))
-    try:
-        await store.ensure_indexes()
-        storage = DataknobsConversationStorage(store)
-        await storage.build_search_index()
-    except BaseException:
-        await store.close()
-        raise
-    return storage
+    return await indexed_storage(PostgresRecordStore(db, name=mask_url(url)))
 
 
 def asyncpg_errors() -> type[Exception]:

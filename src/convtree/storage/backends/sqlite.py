@@ -46,7 +46,7 @@ from ..records import (
 )
 from ..urls import identifier, local_path, mask_url, path_url, query
 from ._sql import SQLiteDialect, batch_rows, created_name
-from .dataknobs import DataknobsRecordStore, connected
+from .dataknobs import DataknobsRecordStore, connected, indexed_storage
 
 if TYPE_CHECKING:
     from ..adapter import DataknobsConversationStorage
@@ -392,8 +392,6 @@ class SQLiteRecordStore(DataknobsRecordStore):
 async def open_sqlite(url: str) -> DataknobsConversationStorage:
     """``sqlite:///path/file.db`` (``?table=``, default ``conversations``; ``?timeout=`` s;
     ``?synchronous=full``, the default, or ``normal``)."""
-    from ..adapter import DataknobsConversationStorage
-
     path = local_path(url, "SQLite")
     params = query(url)
     table = identifier(params.get("table", "conversations"), "table", url)
@@ -416,16 +414,12 @@ async def open_sqlite(url: str) -> DataknobsConversationStorage:
     )
     await connected(db, url)  # closes the connection (and its thread) if the open fails
     store = SQLiteRecordStore(db, name=f"{path_url('sqlite', path)}?table={table}", timeout=timeout)
-    try:
+
+    async def secure_delete() -> None:  # deleted records are overwritten, not left in the file
         async with store._connection:
             await store._run(lambda raw: raw.execute("PRAGMA secure_delete = ON"))
-        await store.ensure_indexes()
-        storage = DataknobsConversationStorage(store)
-        await storage.build_search_index()
-    except BaseException:
-        await store.close()
-        raise
-    return storage
+
+    return await indexed_storage(store, secure_delete)
 
 
 def _refuse_keyword(table: str, url: str) -> None:
