@@ -705,32 +705,24 @@ async def run_size(ctx: Ctx, size: int, plans: bool) -> tuple[list[Row], list[st
             await records._pool().execute(f"VACUUM ANALYZE {records.table}")
             await records._pool().execute(f"VACUUM ANALYZE {records.table}_text")
         await floor.analyze()
-        emit(
-            rows,
-            Row(
-                label,
-                "1. fill, `save_many` (conversations/s)",
-                f"{size / ct_wall:,.0f} (cpu {ct_cpu / size * 1e6:,.0f} µs each)",
-                f"{size / fl_wall:,.0f} (cpu {fl_cpu / size * 1e6:,.0f} µs each)",
-                "-",
-                fmt_ratio(ct_wall, fl_wall) + " (time)",
-                ">= 25% of the floor's rate",
-                met(ct_wall, 4 * fl_wall) + f" ({fl_wall / ct_wall:.0%})",
-            ),
-        )
-        emit(
-            rows,
-            Row(
-                label,
-                "1. fill beside a floor with the same search index (conversations/s)",
-                f"{size / ct_wall:,.0f}",
-                f"{size / fs_wall:,.0f} (cpu {fs_cpu / size * 1e6:,.0f} µs each)",
-                "-",
-                fmt_ratio(ct_wall, fs_wall) + " (time)",
-                ">= 25% of this floor's rate",
-                met(ct_wall, 4 * fs_wall) + f" ({fs_wall / ct_wall:.0%})",
-            ),
-        )
+        fills = [
+            ("1. fill, `save_many`", fl_wall, fl_cpu, "the floor's"),
+            ("1. fill beside a floor with the same search index", fs_wall, fs_cpu, "this floor's"),
+        ]
+        for measure, wall, cpu, whose in fills:
+            emit(
+                rows,
+                Row(
+                    label,
+                    f"{measure} (conversations/s)",
+                    f"{size / ct_wall:,.0f} (cpu {ct_cpu / size * 1e6:,.0f} µs each)",
+                    f"{size / wall:,.0f} (cpu {cpu / size * 1e6:,.0f} µs each)",
+                    "-",
+                    fmt_ratio(ct_wall, wall) + " (time)",
+                    f">= 25% of {whose} rate",
+                    met(ct_wall, 4 * wall) + f" ({wall / ct_wall:.0%})",
+                ),
+            )
 
         # ---------------------------------------------------------------- 2-4. listings
         page_no = min(1000, max(2, size // 50 // 2))
