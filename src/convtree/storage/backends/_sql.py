@@ -310,12 +310,12 @@ class SQLiteDialect(Dialect):
         t = self.text_table
         out: list[tuple[str, list[tuple[Any, ...]]]] = []
         if texts.full:
-            out.append((f"DELETE FROM {t} WHERE conv = ?", [(key,)]))
+            out.append((self.text_sql()[0], [(key,)]))
         if texts.removed:
             out.append(
                 (
                     f"DELETE FROM {t} WHERE conv = ? AND node IN (SELECT value FROM json_each(?))",
-                    [(key, _array(list(texts.removed)))],
+                    [(key, _array(texts.removed))],
                 )
             )
         if texts.texts:
