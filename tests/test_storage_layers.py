@@ -357,3 +357,42 @@ class TestBareDataknobsDatabase(StorageConformance):
     @pytest.fixture
     def store_url(self) -> str:
         return f"dataknobs-memory://{uuid.uuid4().hex}"
+
+
+def _merges(sizes: list[int], saves: list[int]) -> tuple[int, float, list[int]]:
+    """Save segments of ``saves`` sizes in turn: the most segments held at once, the
+    node writes per node, and the last segment list (sizes, oldest first)."""
+    from convtree.storage.layout import MERGE_FANOUT, _tier, merged_tail
+
+    most, written = 0, 0
+    for size in saves:
+        taken = merged_tail(sizes, size)
+        nodes = size - 1 + sum(s - 1 for s in sizes[len(sizes) - taken :])  # size: nodes + 1
+        del sizes[len(sizes) - taken :]
+        sizes.append(nodes + 1)
+        written += nodes
+        tiers = [_tier(s) for s in sizes]
+        assert tiers == sorted(tiers, reverse=True), tiers  # never larger towards the new
+        assert all(tiers.count(t) < MERGE_FANOUT for t in set(tiers)), tiers
+        most = max(most, len(sizes))
+    return most, written / sum(s - 1 for s in saves), sizes
+
+
+def test_segments_merge_by_size_tier() -> None:
+    """A save's new segment absorbs the tail segments of smaller tiers, and a run of its
+    own tier once the run and it make 8: at most 7 segments per tier, and each node
+    written about log8(n) times (the binary counter merged before wrote it 8.7 times
+    over 10,000 appends)."""
+    most, per_node, sizes = _merges([], [2] * 10_000)  # one message per save
+    assert most <= 29, most
+    assert per_node < 4.5, per_node
+    assert sum(s - 1 for s in sizes) == 10_000  # nothing lost, nothing doubled
+    # Saves of mixed sizes (a bulk import every 37 saves) keep the same bounds.
+    most, per_node, sizes = _merges([], [500 if i % 37 == 0 else 3 for i in range(10_000)])
+    assert most <= 7 * 4, most
+    assert per_node < 3.5, per_node
+    # A segment list another merge policy left (the binary counter's) is taken as it is.
+    old = [8193, 4097, 2049, 1025, 513, 257, 129, 65, 33, 17, 9, 5, 3]
+    most, _, sizes = _merges(list(old), [2] * 100)
+    assert sizes[:3] == old[:3]
+    assert most <= 7 * 5

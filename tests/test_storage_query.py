@@ -456,6 +456,47 @@ def test_a_store_written_before_the_indexes_gets_them_on_open(
     run(main())
 
 
+def test_a_postgres_table_keeps_only_the_indexes_convtree_uses(
+    url_of: Callable[[str], str],
+) -> None:
+    """dataknobs-data's GIN indexes of the whole ``data`` and ``metadata`` columns serve
+    no query of convtree's: a new table is created without them, and a table that has
+    them (created by dataknobs-data, or by an older convtree) loses them on open, its
+    records kept."""
+    from dataknobs_data.backends.postgres_mixins import PostgresTableManager
+
+    url = url_of("postgres")
+    generic = {"data", "metadata"}
+
+    async def indexes(storage: Any) -> set[str]:
+        rows = await storage.records._pool().fetch(
+            "SELECT indexrelid::regclass::text FROM pg_index WHERE indrelid = $1::regclass",
+            storage.records.table,
+        )
+        return {row[0].rsplit(".", 1)[-1] for row in rows}
+
+    async def main() -> None:
+        async with open_storage(url) as storage:
+            name = storage.records.db.table_name
+            ours = {f"{name}_pkey"} | {f"{name}_ct_{s}" for s in ("updated", "created", "user")}
+            ours |= {f"{name}_ct_key", f"{name}_ct_meta"}
+            assert await indexes(storage) == ours
+            for i in range(3):
+                await storage.save_conversation(_branchy(f"o{i}", ["x", f"w{i}", "y", "z"]))
+            # What dataknobs-data's own connect runs on the table.
+            schema = storage.records.db.schema_name
+            await storage.records._pool().execute(
+                PostgresTableManager.get_create_table_sql(schema, name)
+            )
+            assert await indexes(storage) == ours | {f"idx_{name}_{g}" for g in generic}
+        async with open_storage(url) as storage:
+            assert await indexes(storage) == ours
+            assert await storage.count_conversations(search="w1") == 1
+            assert len(await storage.list_summaries(limit=None)) == 3
+
+    run(main())
+
+
 def test_sqlite_search_tables_hold_one_row_per_message(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
 

@@ -129,6 +129,15 @@ class OwnPoolPostgresDatabase(AsyncPostgresDatabase):
             await self._ensure_table()
         self._connected = True
 
+    @staticmethod
+    def get_create_table_sql(schema_name: str, table_name: str) -> str:
+        """dataknobs-data's table, without its two generic GIN indexes (see `UNUSED_INDEXES`)."""
+        return (
+            f"CREATE TABLE IF NOT EXISTS {schema_name}.{table_name} (id TEXT PRIMARY KEY, "
+            "data JSONB NOT NULL, metadata JSONB, created_at TIMESTAMP DEFAULT "
+            "CURRENT_TIMESTAMP, updated_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP)"
+        )
+
     async def close(self) -> None:
         if self._pool is not None:
             pool, self._pool = self._pool, None
@@ -162,6 +171,16 @@ def _connection_errors(name: str) -> Iterator[None]:
         ) from None
     except asyncpg.PostgresError as exc:
         raise StorageError(f"{name}: {type(exc).__name__}: {exc}") from None
+
+
+UNUSED_INDEXES = ("idx_{table}_data", "idx_{table}_metadata")
+"""dataknobs-data's GIN indexes of the whole ``data`` and ``metadata`` columns, which no
+query of convtree's uses (its own indexes serve them). Every save added a dozen entries
+to the first (each key and value of the head), and each non-HOT head update a new
+version of them: after 10,000 appends they held 675 bytes per message, more than the
+records. New tables are created without them; `PostgresRecordStore.ensure_indexes`
+drops them from older tables (a dataknobs-data client connecting to the table creates
+them again)."""
 
 
 class PostgresRecordStore(DataknobsRecordStore):
@@ -206,6 +225,8 @@ class PostgresRecordStore(DataknobsRecordStore):
 
         Existing ones are looked up first: ``CREATE INDEX IF NOT EXISTS`` would
         wait for every open transaction on the table even when the index exists.
+        dataknobs-data's generic indexes that no query uses (`UNUSED_INDEXES`)
+        are dropped in the same transaction.
         Without the ``pg_trgm`` extension (and the right to create it), search
         scans the text table instead of using a trigram index.
         """
@@ -235,6 +256,14 @@ class PostgresRecordStore(DataknobsRecordStore):
                 for (name,) in present:
                     wanted.pop(name, None)
                 missing = list(wanted.values())
+                unused = [name.format(table=self.db.table_name) for name in UNUSED_INDEXES]
+                for (name,) in await conn.fetch(
+                    "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+                    "WHERE i.indrelid = $1::regclass AND c.relname = ANY($2::text[])",
+                    self.table,
+                    unused,
+                ):
+                    missing.append(f"DROP INDEX IF EXISTS {schema}.{name}")
                 # Statistics on the head test (PostgreSQL 14+), without which the planner
                 # takes every table for a handful of heads and probes the search texts
                 # once per head instead of using their trigram index.
