@@ -489,6 +489,17 @@ def test_a_postgres_table_keeps_only_the_indexes_convtree_uses(
                 PostgresTableManager.get_create_table_sql(schema, name)
             )
             assert await indexes(storage) == ours | {f"idx_{name}_{g}" for g in generic}
+            # A role that may read and write the tables, but not drop their indexes, opens
+            # the store all the same: the indexes stay.
+            role = f"r{name}"
+            await storage.records._pool().execute(
+                f"CREATE ROLE {role} LOGIN; GRANT ALL ON {schema}.{name}, {schema}.{name}_text, "
+                f"{schema}.{name}_convtree TO {role}"
+            )
+        async with open_storage(url.replace("//postgres:@", f"//{role}:@")) as storage:
+            assert storage.records.db._connect_kwargs["user"] == role
+            assert await storage.count_conversations(search="w1") == 1
+            assert await indexes(storage) == ours | {f"idx_{name}_{g}" for g in generic}
         async with open_storage(url) as storage:
             assert await indexes(storage) == ours
             assert await storage.count_conversations(search="w1") == 1

@@ -226,7 +226,7 @@ class PostgresRecordStore(DataknobsRecordStore):
         Existing ones are looked up first: ``CREATE INDEX IF NOT EXISTS`` would
         wait for every open transaction on the table even when the index exists.
         dataknobs-data's generic indexes that no query uses (`UNUSED_INDEXES`)
-        are dropped in the same transaction.
+        are dropped after, when they can be (`_drop_unused`).
         Without the ``pg_trgm`` extension (and the right to create it), search
         scans the text table instead of using a trigram index.
         """
@@ -256,14 +256,6 @@ class PostgresRecordStore(DataknobsRecordStore):
                 for (name,) in present:
                     wanted.pop(name, None)
                 missing = list(wanted.values())
-                unused = [name.format(table=self.db.table_name) for name in UNUSED_INDEXES]
-                for (name,) in await conn.fetch(
-                    "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
-                    "WHERE i.indrelid = $1::regclass AND c.relname = ANY($2::text[])",
-                    self.table,
-                    unused,
-                ):
-                    missing.append(f"DROP INDEX IF EXISTS {schema}.{name}")
                 # Statistics on the head test (PostgreSQL 14+), without which the planner
                 # takes every table for a handful of heads and probes the search texts
                 # once per head instead of using their trigram index.
@@ -286,6 +278,29 @@ class PostgresRecordStore(DataknobsRecordStore):
                             await conn.execute(ddl)
                     await conn.execute(f"ANALYZE {self.table}")
                     await conn.execute(f"ANALYZE {self.table}_text")
+                await self._drop_unused(conn)
+
+    async def _drop_unused(self, conn: Any) -> None:
+        """Drop `UNUSED_INDEXES` if the table has them: best effort. The drop needs the
+        table to itself, so it waits at most 2 s for other transactions; without the
+        right to drop them, or on a busy table, they stay (costing space, not answers)
+        and the next open tries again."""
+        unused = [name.format(table=self.db.table_name) for name in UNUSED_INDEXES]
+        found = await conn.fetch(
+            "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+            "WHERE i.indrelid = $1::regclass AND c.relname = ANY($2::text[])",
+            self.table,
+            unused,
+        )
+        if not found:
+            return
+        try:
+            async with conn.transaction():
+                await conn.execute("SET LOCAL lock_timeout = '2s'")
+                for (name,) in found:
+                    await conn.execute(f"DROP INDEX IF EXISTS {self.db.schema_name}.{name}")
+        except asyncpg_errors():
+            return
 
     async def get_setting(self, name: str) -> str | None:
         with _connection_errors(self.name):
