@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 from dataknobs_data.backends.postgres import AsyncPostgresDatabase
+from dataknobs_data.backends.postgres_mixins import PostgresTableManager
 from dataknobs_data.backends.sql_base import SQLQueryBuilder
 
 from ...errors import PreconditionFailed, StorageError, StorageUnavailableError
@@ -131,11 +132,10 @@ class OwnPoolPostgresDatabase(AsyncPostgresDatabase):
 
     @staticmethod
     def get_create_table_sql(schema_name: str, table_name: str) -> str:
-        """dataknobs-data's table, without its two generic GIN indexes (see `UNUSED_INDEXES`)."""
-        return (
-            f"CREATE TABLE IF NOT EXISTS {schema_name}.{table_name} (id TEXT PRIMARY KEY, "
-            "data JSONB NOT NULL, metadata JSONB, created_at TIMESTAMP DEFAULT "
-            "CURRENT_TIMESTAMP, updated_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP)"
+        """dataknobs-data's table as it defines it, without its indexes (`UNUSED_INDEXES`)."""
+        script = PostgresTableManager.get_create_table_sql(schema_name, table_name)
+        return ";".join(
+            ddl for ddl in script.split(";") if ddl.strip() and "CREATE INDEX" not in ddl
         )
 
     async def close(self) -> None:
