@@ -570,6 +570,64 @@ def test_an_append_and_save_is_one_sqlite_transaction(tmp_path: Path) -> None:
     run(main())
 
 
+def test_sqlite_stores_a_segments_payload_inline_and_reads_the_string_form(
+    tmp_path: Path,
+) -> None:
+    """A segment row is ``{"kind":"segment","payload":{...}}``, valid JSON, read back by
+    a slice; rows of the earlier form (the payload as a JSON string) load, merge and
+    search as before, and both round-trip values JSON text alone keeps exact."""
+    from convtree.storage.backends.sqlite import _INLINE
+
+    path = tmp_path / "s.db"
+    state = ConversationState("c", metadata={"user_id": "u"})
+    state.add_message("user", 'quote " backslash \\ NUL \x00 \u00e9 \ud800 line\nbreak')
+    node = state.add_message("assistant", "answer")
+    node.metadata = {"big": 2**70, "neg0": -0.0, "order": {"b": 1, "a": 2}, "deep": [[[[1]]]]}
+    odd = state.add_message("user", "odd numbers")  # not JSON to SQLite: its segment is a string
+
+    def segments() -> list[tuple[str, str]]:
+        with closing(sqlite3.connect(path)) as con:
+            return list(con.execute("SELECT id, data FROM conversations WHERE instr(id, '~') > 0"))
+
+    async def main() -> None:
+        async with open_storage(f"sqlite:///{path}") as storage:
+            await storage.save_conversation(state)
+            rows = segments()
+            assert rows
+            assert all(data.startswith(_INLINE + "{") for _, data in rows), rows
+            odd.metadata = {"nan": float("nan"), "inf": float("-inf")}
+            await storage.save_conversation(state)
+            stringy = [data for key, data in segments() if (key, data) not in rows]
+            assert len(stringy) == 1
+            assert stringy[0].startswith('{"kind": "segment", "payload": "{'), stringy
+            rows = [(key, data) for key, data in segments() if data.startswith(_INLINE)]
+            loaded = await storage.load_conversation("c")
+            assert loaded is not None
+            assert loaded.to_json() == state.to_json()
+        # Rewrite every segment row in the earlier form: the payload as a JSON string.
+        with closing(sqlite3.connect(path)) as con, con:
+            for key, data in rows:
+                old = json.dumps({"kind": "segment", "payload": data[len(_INLINE) : -1]})
+                con.execute("UPDATE conversations SET data = ? WHERE id = ?", (old, key))
+        async with open_storage(f"sqlite:///{path}") as storage:
+            loaded = await storage.load_conversation("c")
+            assert loaded is not None
+            assert loaded.to_json() == state.to_json()
+            path_nodes = await storage.load_path("c")
+            assert [n.node_id for n in path_nodes or []] == [n.node_id for n in state.get_path()]
+            for i in range(12):  # merges read the string-form segments
+                loaded.add_message("user", f"more {i}")
+                await storage.save_conversation(loaded)
+            assert not {key for key, _ in rows} & {key for key, _ in segments()}  # merged
+            again = await storage.load_conversation("c")
+            assert again is not None
+            assert again.to_json() == loaded.to_json()
+            found = await storage.list_summaries(search="backslash")
+            assert [s.conversation_id for s in found] == ["c"]
+
+    run(main())
+
+
 def test_sqlite_indexes_a_saves_search_texts_in_one_flush(tmp_path: Path) -> None:
     """FTS5 flushes its pending terms to a new index segment at each statement
     savepoint, and every statement firing the index trigger opens one: texts
@@ -713,6 +771,9 @@ def test_load_path_is_the_loaded_conversations_path(
     async def main() -> None:
         async with open_storage(url_of(backend)) as storage:
             state = _branchy("p", ["a", "b", "c", "d"])
+            node = state.get_path()[2]
+            node.branch_name, node.prompt_name = "main", "greet"
+            node.metadata["model"] = "m"
             await storage.save_conversation(state)
             for i in range(30):  # several segments, merged along the way
                 state.add_message("user" if i % 2 else "assistant", f"turn {i}")
@@ -728,6 +789,9 @@ def test_load_path_is_the_loaded_conversations_path(
                 assert [n.node_id for n in path] == [n.node_id for n in expected]
                 assert [n.message for n in path] == [n.message for n in expected]
                 assert [n.metadata for n in path] == [n.metadata for n in expected]
+                assert [(n.timestamp, n.branch_name, n.prompt_name, n.extra) for n in path] == [
+                    (n.timestamp, n.branch_name, n.prompt_name, n.extra) for n in expected
+                ]
             assert await storage.load_path("absent") is None
             with pytest.raises(NodeNotFoundError, match="nope"):
                 await storage.load_path("p", "nope")

@@ -22,10 +22,10 @@ from __future__ import annotations
 import itertools
 import math
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote, unquote
 
 from .._json import copy_json, gc_paused, json_text
@@ -37,10 +37,14 @@ from ..errors import (
     SchemaVersionError,
     StorageError,
 )
+from ..format import ParsedDocument, parse_document
+from ..migrations import upgrade_document
 from ..node import ConversationNode
 from ..state import ConversationState
 from .base import ConversationSummary
 from .records import decode_json, json_type
+
+_T = TypeVar("_T")
 
 __all__ = [
     "MAX_RECORD_ID_LENGTH",
@@ -389,7 +393,7 @@ def _state(head: Head, segments: Sequence[dict[str, Any] | None], store: str) ->
     doc = dict(head.document)
     doc["nodes"] = folded["nodes"]
     doc["edges"] = folded["edges"]
-    return _load_document(head, doc, parsed, store)
+    return _load_document(head, doc, parsed, store, ConversationState.from_dict)
 
 
 def path_from_records(
@@ -432,7 +436,14 @@ def _path(
     doc["nodes"] = [nodes[node_id] for node_id in path if node_id in nodes]
     doc["edges"] = [[a, b] for a, b in itertools.pairwise(path)]
     doc["current_node_id"] = target
-    return _load_document(head, doc, parsed, store).get_path()
+    # The cut document is a chain in path order: its parse (every check of a full
+    # load) is the path, without building a tree.
+    chain = _load_document(head, doc, parsed, store, _parse_chain)
+    return list(chain.nodes.values())
+
+
+def _parse_chain(doc: Mapping[str, Any]) -> ParsedDocument:
+    return parse_document(upgrade_document(doc))
 
 
 def fold_records(
@@ -452,12 +463,16 @@ def fold_records(
 
 
 def _load_document(
-    head: Head, doc: dict[str, Any], parsed: Sequence[dict[str, Any]], store: str
-) -> ConversationState:
-    """``from_dict(doc)``, its errors naming the conversation and the record at fault."""
+    head: Head,
+    doc: dict[str, Any],
+    parsed: Sequence[dict[str, Any]],
+    store: str,
+    load: Callable[[dict[str, Any]], _T],
+) -> _T:
+    """``load(doc)``, its errors naming the conversation and the record at fault."""
     cid = head.conversation_id
     try:
-        return ConversationState.from_dict(doc)
+        return load(doc)
     except SchemaVersionError as exc:
         raise SchemaVersionError(
             f"conversation {cid!r} in {store}: {exc}; upgrade convtree to read it"

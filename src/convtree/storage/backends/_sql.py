@@ -25,7 +25,7 @@ tokenizer on SQLite, ``LIKE`` served by a ``pg_trgm`` GIN index on PostgreSQL.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,12 +51,13 @@ def created_name(ddl: str) -> str:
 
 
 def batch_rows(
-    items: Sequence[CommitItem],
+    items: Sequence[CommitItem], encode: Callable[[Any], str] = json.dumps
 ) -> tuple[list[tuple[str, str]], list[tuple[str, str, str]]]:
     """The rows of a batch of new conversations (``commit_new``): ``(id, data)`` for
-    every segment then every head, and ``(conv, node, body)`` for every search text."""
-    records = [(k, json.dumps(r)) for item in items for k, r in item.segments.items()]
-    records += [(item.key, json.dumps(item.head)) for item in items]
+    every segment then every head (``data`` by ``encode``), and ``(conv, node, body)``
+    for every search text."""
+    records = [(k, encode(r)) for item in items for k, r in item.segments.items()]
+    records += [(item.key, encode(item.head)) for item in items]
     texts = [
         (item.key, node, body)
         for item in items

@@ -13,6 +13,12 @@ before a power cut for the fsync). No lock file of convtree's: SQLite locks the
 database file itself, so saving and deleting any number of conversations
 leaves the database and its ``-wal``/``-shm`` files, nothing else.
 
+A segment's ``data`` holds its payload as a JSON object, not as a JSON string of it
+(``{"kind":"segment","payload":{...}}``): reading it back is then a slice of the
+row, where the string form had every quote of the payload escaped, to be unescaped
+by a JSON decode of the whole record before the payload's own decode (a seventh of a
+load). Rows written as strings by earlier versions are read as they are.
+
 Reads and scans are convtree's own SQL, so that a row whose ``data`` is not a
 record (truncated, garbled, not UTF-8) raises `DamagedRecordError`
 for that row only. Rows set aside by ``convtree check --repair`` stay in the
@@ -54,6 +60,8 @@ if TYPE_CHECKING:
 __all__ = ["SQLiteRecordStore", "open_sqlite"]
 
 _T = TypeVar("_T")
+_INLINE = '{"kind":"segment","payload":'
+_INLINE_BYTES = _INLINE.encode()
 _SYNCHRONOUS = ("FULL", "NORMAL")
 """``PRAGMA synchronous`` settings offered: FULL syncs the WAL at every commit, so a save
 that returned survives a power cut; NORMAL (WAL) survives a crash of the process, not of
@@ -158,7 +166,7 @@ class SQLiteRecordStore(DataknobsRecordStore):
     async def read(self, key: str) -> Record | None:
         # As bytes: text that is not UTF-8 is one damaged record, not a failed query.
         rows = await self._fetch(f"SELECT CAST(data AS BLOB) FROM {self.table} WHERE id = ?", [key])
-        return decode_record(rows[0][0], store=self.name, key=key) if rows else None
+        return self._record(rows[0][0], key) if rows else None
 
     async def read_many(self, keys: Sequence[str]) -> list[Record | None]:
         """One ``SELECT ... WHERE id IN (...)``: the records as of one moment."""
@@ -168,12 +176,16 @@ class SQLiteRecordStore(DataknobsRecordStore):
             marks = ", ".join("?" * len(chunk))
             sql = f"SELECT id, CAST(data AS BLOB) FROM {self.table} WHERE id IN ({marks})"
             found.update(await self._fetch(sql, chunk))
-        return [
-            None
-            if (data := found.get(key)) is None
-            else decode_record(data, store=self.name, key=key)
-            for key in keys
-        ]
+        return [None if (raw := found.get(key)) is None else self._record(raw, key) for key in keys]
+
+    def _record(self, data: bytes, key: str) -> Record:
+        """A stored row's record; a segment's payload as the text it is stored as (`_stored`)."""
+        if data.startswith(_INLINE_BYTES) and data.endswith(b"}"):
+            try:
+                return {"kind": "segment", "payload": data[len(_INLINE_BYTES) : -1].decode()}
+            except UnicodeDecodeError:
+                pass  # damaged: the decode below says so
+        return decode_record(data, store=self.name, key=key)
 
     async def delete(self, key: str) -> bool:
         if "~" in key:
@@ -316,7 +328,7 @@ class SQLiteRecordStore(DataknobsRecordStore):
             f"INSERT INTO {self.table} (id, data, metadata, created_at, updated_at) "
             "VALUES (?, ?, NULL, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP) "
             "ON CONFLICT(id) DO UPDATE SET data = excluded.data, updated_at = CURRENT_TIMESTAMP",
-            [key, json.dumps(record)],
+            [key, _stored(record)],
             None,
         )
 
@@ -349,7 +361,7 @@ class SQLiteRecordStore(DataknobsRecordStore):
             f"INSERT INTO {self.table} (id, data, metadata, created_at, updated_at) "
             "VALUES (?, ?, NULL, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP) ON CONFLICT(id) DO NOTHING"
         )
-        records, texts = batch_rows(items)
+        records, texts = batch_rows(items, _stored)
 
         def insert_all(raw: sqlite3.Connection) -> None:
             if raw.executemany(insert, records).rowcount != len(records):
@@ -387,6 +399,30 @@ class SQLiteRecordStore(DataknobsRecordStore):
             return counts
 
         return await self._write(run)
+
+
+def _stored(record: Record) -> str:
+    """A record's ``data`` text: a segment with its payload text inlined as JSON, anything
+    else as JSON.
+
+    The payload is `json_text` of an object (`SavePlan.records`): ASCII, nesting at most
+    ``MAX_DEPTH`` plus the payload's own levels, within what SQLite's ``json_valid``
+    (the table's CHECK) reads. Python's ``NaN`` and ``Infinity`` are not JSON to SQLite:
+    a payload that may hold one (the words anywhere, in a text too) is stored as a
+    string, as before.
+    """
+    payload = record.get("payload")
+    if (
+        record.get("kind") == "segment"
+        and len(record) == 2
+        and type(payload) is str
+        and payload.startswith("{")
+        and payload.isascii()
+        and "NaN" not in payload
+        and "Infinity" not in payload
+    ):
+        return _INLINE + payload + "}"
+    return json.dumps(record)
 
 
 async def open_sqlite(url: str) -> DataknobsConversationStorage:
