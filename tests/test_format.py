@@ -183,3 +183,34 @@ def test_a_message_less_root_round_trips_and_a_root_with_a_message_too() -> None
     state = ConversationState.from_dict(doc)
     assert state.root.message is None
     assert [m.content for m in state.get_current_messages()] == ["s", "u", "b"]
+
+
+def test_a_loaded_tree_is_the_tree_dataknobs_structures_builds() -> None:
+    """`from_dict` sets the `Tree` fields itself (`_PLAIN_TREE`, checked against the
+    installed dataknobs-structures); the result links, walks and grows as a tree built
+    with ``Tree()`` does."""
+    from dataknobs_structures import Tree
+
+    from convtree.state import _PLAIN_TREE
+
+    assert _PLAIN_TREE  # else loads take the slower, generic path
+    state = ConversationState("t")
+    state.add_message("system", "s")
+    first = state.add_message("user", "q")
+    state.add_message("assistant", "a1")
+    state.add_alternative("assistant", "a2")
+    state.switch_to(first.node_id)
+    state.add_message("assistant", "a3")
+    loaded = ConversationState.from_dict(state.to_dict())
+
+    def shape(tree: Tree) -> Any:
+        kids = tree.children or []
+        assert all(type(k) is Tree and k.parent is tree for k in kids)
+        return (tree.data.node_id, [shape(k) for k in kids])
+
+    assert shape(loaded._root) == shape(state._root)
+    assert loaded._root.find_nodes(lambda t: t.data.node_id == first.node_id)[0].depth == 2
+    leaf = loaded.get_path()[-1].node_id
+    loaded.add_message("user", "more")  # grows a node whose children list it built
+    assert [n.node_id for n in loaded.get_path()][-2] == leaf
+    assert ConversationState.from_dict(loaded.to_dict()) == loaded

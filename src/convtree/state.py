@@ -1320,6 +1320,23 @@ class ConversationState:
         )
 
 
+def _plain_tree() -> bool:
+    """Whether a `Tree` is exactly ``_data``, ``_children`` (``None`` or a list) and
+    ``_parent``, as dataknobs-structures 1.x builds it: then `_build_tree` sets them
+    itself (a third of a load went to ``Tree()`` and ``add_child`` checks)."""
+    root = Tree("r")
+    child = Tree("c", root)
+    return (
+        vars(root) == {"_data": "r", "_children": [child], "_parent": None}
+        and vars(child) == {"_data": "c", "_children": None, "_parent": root}
+        and root.children == [child]
+        and child.parent is root
+    )
+
+
+_PLAIN_TREE = _plain_tree()
+
+
 def _build_tree(parsed: ParsedDocument, watch: _Watch) -> tuple[Tree, dict[str, Tree], int]:
     nodes, children = parsed.nodes, parsed.children
     for node in nodes.values():
@@ -1328,14 +1345,25 @@ def _build_tree(parsed: ParsedDocument, watch: _Watch) -> tuple[Tree, dict[str, 
     index = {parsed.root_id: root}
     stack = [parsed.root_id]
     parents = 0
+    new = Tree.__new__
     while stack:
         parent_id = stack.pop()
         kids = children.get(parent_id)
         if kids:
             parents += 1
             parent = index[parent_id]
-            for kid in kids:
-                index[kid] = Tree(nodes[kid], parent)
+            if _PLAIN_TREE:
+                built = []
+                for kid in kids:
+                    tree = index[kid] = new(Tree)
+                    tree._data = nodes[kid]
+                    tree._children = None
+                    tree._parent = parent
+                    built.append(tree)
+                parent._children = built
+            else:  # pragma: no cover - another dataknobs-structures layout
+                for kid in kids:
+                    index[kid] = Tree(nodes[kid], parent)
             stack.extend(kids)
     return root, index, len(index) - parents
 
