@@ -1323,7 +1323,7 @@ class ConversationState:
 def _plain_tree() -> bool:
     """Whether a `Tree` is exactly ``_data``, ``_children`` (``None`` or a list) and
     ``_parent``, as dataknobs-structures 1.x builds it: then `_build_tree` sets them
-    itself (a third of a load went to ``Tree()`` and ``add_child`` checks)."""
+    itself (a tenth of a load went to ``Tree()`` and ``add_child`` checks)."""
     root = Tree("r")
     child = Tree("c", root)
     return (
