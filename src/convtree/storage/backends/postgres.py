@@ -247,13 +247,19 @@ class PostgresRecordStore(DataknobsRecordStore):
                         )
                 self.dialect = PostgresDialect(self.table, trigram=bool(trigram))
                 wanted = {created_name(ddl): ddl for ddl in self.dialect.indexes()}
+                unused = [name.format(table=self.db.table_name) for name in UNUSED_INDEXES]
+                # One lookup of both: ours that exist, and dataknobs-data's unused
+                # ones that are indexes of this table (the second column).
                 present = await conn.fetch(
-                    "SELECT relname FROM pg_class WHERE relnamespace = $1::regnamespace "
-                    "AND relname = ANY($2::text[])",
+                    "SELECT c.relname, i.indrelid = $3::regclass FROM pg_class c "
+                    "LEFT JOIN pg_index i ON i.indexrelid = c.oid "
+                    "WHERE c.relnamespace = $1::regnamespace AND c.relname = ANY($2::text[])",
                     schema,
-                    list(wanted),
+                    [*wanted, *unused],
+                    self.table,
                 )
-                for (name,) in present:
+                droppable = [name for name, ours in present if ours and name in unused]
+                for name, _ in present:
                     wanted.pop(name, None)
                 missing = list(wanted.values())
                 # Statistics on the head test (PostgreSQL 14+), without which the planner
@@ -278,26 +284,18 @@ class PostgresRecordStore(DataknobsRecordStore):
                             await conn.execute(ddl)
                     await conn.execute(f"ANALYZE {self.table}")
                     await conn.execute(f"ANALYZE {self.table}_text")
-                await self._drop_unused(conn)
+                if droppable:
+                    await self._drop_unused(conn, droppable)
 
-    async def _drop_unused(self, conn: Any) -> None:
-        """Drop `UNUSED_INDEXES` if the table has them: best effort. The drop needs the
-        table to itself, so it waits at most 2 s for other transactions; without the
-        right to drop them, or on a busy table, they stay (costing space, not answers)
-        and the next open tries again."""
-        unused = [name.format(table=self.db.table_name) for name in UNUSED_INDEXES]
-        found = await conn.fetch(
-            "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
-            "WHERE i.indrelid = $1::regclass AND c.relname = ANY($2::text[])",
-            self.table,
-            unused,
-        )
-        if not found:
-            return
+    async def _drop_unused(self, conn: Any, names: Sequence[str]) -> None:
+        """Drop the `UNUSED_INDEXES` the table has (``names``): best effort. The drop
+        needs the table to itself, so it waits at most 2 s for other transactions;
+        without the right to drop them, or on a busy table, they stay (costing space,
+        not answers) and the next open tries again."""
         try:
             async with conn.transaction():
                 await conn.execute("SET LOCAL lock_timeout = '2s'")
-                for (name,) in found:
+                for name in names:
                     await conn.execute(f"DROP INDEX IF EXISTS {self.db.schema_name}.{name}")
         except asyncpg_errors():
             return
