@@ -249,3 +249,52 @@ def test_a_failed_sqlite_open_leaves_no_thread(tmp_path: Path) -> None:
     time.sleep(0.2)
     left = [t for t in threading.enumerate() if t not in before and t.is_alive()]
     assert left == []
+
+
+LEFT_OPEN = {
+    "async": """
+import asyncio, sys
+from convtree import ConversationState, open_storage
+
+async def main():
+    storage = await open_storage(sys.argv[1])
+    state = ConversationState("kept")
+    state.add_message("user", "saved, the storage never closed")
+    await storage.save_conversation(state)
+    keep.append(storage)  # still referenced at exit
+
+keep = []
+asyncio.run(main())
+""",
+    "sync": """
+import sys
+from convtree import ConversationState
+from convtree.sync import open_storage
+
+storage = open_storage(sys.argv[1])
+state = ConversationState("kept")
+state.add_message("user", "saved, the storage never closed")
+storage.save_conversation(state)
+""",
+}
+
+
+@pytest.mark.parametrize("api", sorted(LEFT_OPEN))
+def test_a_program_that_never_closes_its_sqlite_storage_exits(api: str, tmp_path: Path) -> None:
+    """aiosqlite's worker is not a daemon thread; a storage still open at exit is closed by
+    convtree's exit hook instead of keeping the interpreter waiting for it forever."""
+    url = f"sqlite:///{tmp_path}/left.db"
+    script = tmp_path / "left_open.py"
+    script.write_text(LEFT_OPEN[api])
+    done = subprocess.run(
+        [sys.executable, str(script), url], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+
+    async def read() -> str | None:
+        async with open_storage(url) as storage:
+            state = await storage.load_conversation("kept")
+            return None if state is None else state.current_node.text
+
+    assert asyncio.run(read()) == "saved, the storage never closed"

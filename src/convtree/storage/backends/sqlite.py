@@ -29,8 +29,13 @@ Deleted rows are overwritten with zeros (``PRAGMA secure_delete``).
 from __future__ import annotations
 
 import asyncio
+import atexit
+import contextlib
 import json
 import sqlite3
+import threading
+import warnings
+import weakref
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -94,6 +99,7 @@ class SQLiteRecordStore(DataknobsRecordStore):
         # One connection: statements of concurrent coroutines must not land
         # inside another coroutine's transaction.
         self._connection = asyncio.Lock()
+        _OPEN_STORES.add(self)
 
     def _conn(self) -> Any:
         conn = self.db.db
@@ -423,6 +429,30 @@ def _stored(record: Record) -> str:
     ):
         return _INLINE + payload + "}"
     return json.dumps(record)
+
+
+_OPEN_STORES: weakref.WeakSet[SQLiteRecordStore] = weakref.WeakSet()
+
+
+def _stop_stores_left_open() -> None:
+    """At interpreter exit, stop the connection thread of each store never closed.
+
+    aiosqlite's worker is not a daemon thread: a program that never awaited
+    ``close()`` (a script, a notebook kernel) would wait for it forever at exit.
+    This runs before the interpreter joins its threads (``threading``'s exit hook,
+    as ``concurrent.futures`` uses): the worker closes the SQLite connection,
+    which rolls back a transaction left open (none is: a save commits or rolls
+    back within one call of the worker), and ends.
+    """
+    for store in list(_OPEN_STORES):
+        conn = getattr(store.db, "db", None)
+        if conn is not None:
+            with warnings.catch_warnings(), contextlib.suppress(Exception):
+                warnings.simplefilter("ignore")  # asyncio's "no current event loop"
+                conn.stop()
+
+
+getattr(threading, "_register_atexit", atexit.register)(_stop_stores_left_open)
 
 
 async def open_sqlite(url: str) -> DataknobsConversationStorage:
