@@ -27,17 +27,16 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Literal, overload
 
 from ..errors import FormatError
 from ..state import ConversationState
 from . import openai as _openai
 from ._fields import mode_error
-from ._source import Dest, Skipped, Source, iter_objects, write_array
+from ._source import BaseReader, Dest, Skipped, Source, iter_objects, write_array
 
 __all__ = ["FORMAT", "ROOT_ID", "conversation_id_for", "from_dict", "looks_like", "read", "write"]
 
@@ -136,7 +135,7 @@ def _messages(state: ConversationState, end: str | None) -> list[dict[str, Any]]
     return [dict(message) for message in _openai.to_messages(state, end)]
 
 
-class FileReader(Iterator[ConversationState]):
+class FileReader(BaseReader):
     """The one conversation of a message-list file (what a `Reader` is for the other formats).
 
     Attributes:
@@ -146,16 +145,9 @@ class FileReader(Iterator[ConversationState]):
 
     def __init__(self, source: Source, *, errors: Literal["skip", "raise"] = "skip") -> None:
         """Prepare to read ``source``: a path, or an open binary file that has a ``name``."""
-        if errors not in ("skip", "raise"):
-            raise ValueError(f"errors must be 'skip' or 'raise', not {errors!r}")
-        self.skipped: list[Skipped] = []
-        self.count = 0
+        super().__init__(errors)
         self._source = source
-        self._raise = errors == "raise"
         self._done = False
-
-    def __iter__(self) -> FileReader:
-        return self
 
     def __next__(self) -> ConversationState:
         if self._done:
@@ -212,17 +204,6 @@ class FileReader(Iterator[ConversationState]):
     def close(self) -> None:
         """Nothing stays open between items; here for the `Reader` interface."""
         self._done = True
-
-    def __enter__(self) -> FileReader:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def _name_of(source: Source) -> str | None:

@@ -26,6 +26,7 @@ from types import TracebackType
 from typing import IO, Any, Literal, NamedTuple, Union
 
 import ijson  # type: ignore[import-untyped]
+from typing_extensions import Self
 
 from .._json import MAX_DEPTH, check_depth
 from ..errors import ConvtreeError, FormatError
@@ -444,7 +445,36 @@ def iter_objects(
                 index += 1
 
 
-class Reader(Iterator[ConversationState]):
+class BaseReader(Iterator[ConversationState]):
+    """What the readers of every format share: the ``errors`` choice, `skipped` and
+    `count`, iteration, and closing as a context manager."""
+
+    def __init__(self, errors: Literal["skip", "raise"]) -> None:
+        if errors not in ("skip", "raise"):
+            raise ValueError(f"errors must be 'skip' or 'raise', not {errors!r}")
+        self.skipped: list[Skipped] = []
+        self.count = 0
+        self._raise = errors == "raise"
+
+    def __iter__(self) -> Self:
+        return self
+
+    def close(self) -> None:
+        """Stop reading and close what was opened."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class Reader(BaseReader):
     """Iterates the conversations of a source; the ones that cannot be imported are collected.
 
     Each raw object is converted with ``convert`` (a format's ``from_dict``). With
@@ -492,18 +522,11 @@ class Reader(Iterator[ConversationState]):
             member_filter: For a ZIP or directory, which files to read (by
                 ``/``-separated relative name); default: the conversation files.
         """
-        if errors not in ("skip", "raise"):
-            raise ValueError(f"errors must be 'skip' or 'raise', not {errors!r}")
-        self.skipped: list[Skipped] = []
-        self.count = 0
+        super().__init__(errors)
         self._source = source
         self._convert = convert
-        self._raise = errors == "raise"
         self._filter = member_filter
         self._run = self._states()
-
-    def __iter__(self) -> Reader:
-        return self
 
     def __next__(self) -> ConversationState:
         return next(self._run)
@@ -511,17 +534,6 @@ class Reader(Iterator[ConversationState]):
     def close(self) -> None:
         """Stop reading and close what was opened (an open file given as source stays open)."""
         self._run.close()
-
-    def __enter__(self) -> Reader:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def _report(
         self, index: int, source_id: str | None, file: str | None, error: FormatError
