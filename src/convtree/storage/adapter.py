@@ -544,17 +544,16 @@ class DataknobsConversationStorage(ConversationStorage):
         else:
             rest = list(states)
         if fresh:
-            items = []
-            written_heads: list[Head] = []
+            planned: list[tuple[ConversationState, CommitItem, Head]] = []
             for state, key in fresh:
                 changes = state.changes(full=True)
                 plan = plan_save(changes, key, None)
                 head, segments, revision, parsed = plan.records(state, self.name, [])
-                written_heads.append(parsed)
                 texts = None
                 if self.records.capabilities.query:
                     texts = text_changes(changes.nodes, (), full=True)
-                items.append(CommitItem(key, head, segments, texts, revision))
+                planned.append((state, CommitItem(key, head, segments, texts, revision), parsed))
+            items = [item for _, item, _ in planned]
             unsure: list[ConversationState] = []
             try:
                 written = await self.records.commit_new(items)
@@ -563,9 +562,7 @@ class DataknobsConversationStorage(ConversationStorage):
             except StorageUnavailableError:
                 written = [False] * len(items)
                 unsure = [state for state, _ in fresh]
-            for (state, _), item, parsed, done in zip(
-                fresh, items, written_heads, written, strict=True
-            ):
+            for (state, item, parsed), done in zip(planned, written, strict=True):
                 if done:
                     state.mark_saved(item.revision)
                     self._cache.keep_head(parsed)
