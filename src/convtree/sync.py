@@ -22,9 +22,9 @@ import asyncio
 import inspect
 import threading
 from collections.abc import Callable, Coroutine
-from types import TracebackType
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
+from ._closing import Closing
 from .errors import StorageError
 from .storage.base import ConversationStorage
 from .storage.registry import open_storage as _open_async
@@ -57,7 +57,7 @@ def _blocking(
     return call
 
 
-class SyncStorage:
+class SyncStorage(Closing):
     """The methods of [`ConversationStorage`][convtree.ConversationStorage], blocking.
 
     ``save_conversation``, ``load_conversation``, ``delete_conversation``,
@@ -125,17 +125,6 @@ class SyncStorage:
             self._wait(self._storage.close())
         finally:
             self._stop()
-
-    def __enter__(self) -> SyncStorage:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def open_storage(url: str | None = None) -> SyncStorage:

@@ -22,12 +22,12 @@ import zlib
 from collections.abc import Callable, Generator, Iterable, Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
-from types import TracebackType
 from typing import IO, Any, Literal, NamedTuple, Union
 
 import ijson  # type: ignore[import-untyped]
 from typing_extensions import Self
 
+from .._closing import Closing
 from .._json import MAX_DEPTH, check_depth
 from ..errors import ConvtreeError, FormatError
 from ..state import ConversationState
@@ -445,7 +445,7 @@ def iter_objects(
                 index += 1
 
 
-class BaseReader(Iterator[ConversationState]):
+class BaseReader(Closing, Iterator[ConversationState]):
     """What the readers of every format share: the ``errors`` choice, `skipped` and
     `count`, iteration, and closing as a context manager."""
 
@@ -458,20 +458,6 @@ class BaseReader(Iterator[ConversationState]):
 
     def __iter__(self) -> Self:
         return self
-
-    def close(self) -> None:
-        """Stop reading and close what was opened."""
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 class Reader(BaseReader):
