@@ -50,7 +50,7 @@ from ..records import (
     refusal,
 )
 from ..urls import identifier, mask_url, query
-from ._sql import PostgresDialect, batch_rows, created_name
+from ._sql import PostgresDialect, Statement, batch_rows, created_name
 from .dataknobs import DataknobsRecordStore, connected, indexed_storage
 
 if TYPE_CHECKING:
@@ -478,56 +478,87 @@ class PostgresRecordStore(DataknobsRecordStore):
         texts: TextChanges | None = None,
         token: str | None = None,
     ) -> None:
-        # One statement, so one round trip and atomic by itself: the head's
-        # conditional write is the first CTE, and every other write happens only
-        # if it changed a row (a refused save writes nothing).
         texts = texts or TextChanges(full=False, texts={}, removed=())
-        nodes = list(texts.texts)
+        statement = self._commit_statement(
+            key, head, expect=expect, token=token, segments=segments, obsolete=obsolete, texts=texts
+        )
         with _connection_errors(self.name):
-            written = await self._pool().fetchval(
-                self._commit_sql(insert=expect is None),
-                key,
-                json.dumps(head),
-                list(segments),
-                [json.dumps(segment) for segment in segments.values()],
-                list(obsolete),
-                texts.full,
-                [node for node in texts.removed if node not in texts.texts],
-                nodes,
-                [texts.texts[node] for node in nodes],
-                *(() if expect is None else (expect, token)),
-            )
+            written = await self._pool().fetchval(statement.sql, *statement.params)
         if written != 1:
             raise refusal(self.name, key, expect)
 
-    def _commit_sql(self, *, insert: bool) -> str:
+    def _commit_statement(
+        self,
+        key: str,
+        head: Record,
+        *,
+        expect: int | None,
+        token: str | None,
+        segments: Mapping[str, Record],
+        obsolete: Sequence[str],
+        texts: TextChanges,
+    ) -> Statement:
+        """A save as one statement, so one round trip and atomic by itself: the head's
+        conditional write is the first CTE, and every other write happens only if it
+        changed a row (a refused save writes nothing).
+
+        Only the writes this save makes are in it (an append inserts a segment and
+        its texts, and deletes nothing): the statement then has one shape per kind
+        of save, with no parameter choosing a branch, so the server keeps one plan
+        of each (a generic plan) instead of planning again at every save.
+        """
         t, text = self.table, self.dialect.text_table
-        if insert:
-            head = (
+        params: list[Any] = []
+
+        def p(value: Any, cast: str) -> str:
+            return f"{self.dialect.param(params, value)}::{cast}"
+
+        k, data = p(key, "text"), p(json.dumps(head), "jsonb")
+        if expect is None:
+            write = (
                 f"INSERT INTO {t} (id, data, metadata, created_at, updated_at) "
-                "VALUES ($1, $2::jsonb, NULL, now(), now()) ON CONFLICT (id) DO NOTHING"
+                f"VALUES ({k}, {data}, NULL, now(), now()) ON CONFLICT (id) DO NOTHING"
             )
         else:
-            head = (
-                f"UPDATE {t} SET data = $2::jsonb, updated_at = now() "
-                "WHERE id = $1 AND (data->>'revision')::bigint = $10::bigint "
-                "AND ($11::text IS NULL OR data->>'token' = $11::text)"
+            write = (
+                f"UPDATE {t} SET data = {data}, updated_at = now() WHERE id = {k} "
+                f"AND (data->>'revision')::bigint = {p(expect, 'bigint')}"
             )
+            if token is not None:
+                write += f" AND data->>'token' = {p(token, 'text')}"
         done = "EXISTS (SELECT 1 FROM h)"
-        return (
-            f"WITH h AS ({head} RETURNING 1), "
-            f"s AS (INSERT INTO {t} (id, data, metadata, created_at, updated_at) "
-            "SELECT k, d::jsonb, NULL, now(), now() "
-            f"FROM unnest($3::text[], $4::text[]) AS u(k, d) WHERE {done} "
-            "ON CONFLICT (id) DO UPDATE SET data = EXCLUDED.data, updated_at = now()), "
-            f"o AS (DELETE FROM {t} WHERE id = ANY($5::text[]) AND {done}), "
-            f"x AS (DELETE FROM {text} WHERE conv = $1 AND {done} "
-            "AND (($6::boolean AND node <> ALL($8::text[])) OR node = ANY($7::text[]))), "
-            f"y AS (INSERT INTO {text} (conv, node, body) SELECT $1, n, b "
-            f"FROM unnest($8::text[], $9::text[]) AS u(n, b) WHERE {done} "
-            "ON CONFLICT (conv, node) DO UPDATE SET body = EXCLUDED.body) "
-            "SELECT count(*) FROM h"
-        )
+        ctes = [f"h AS ({write} RETURNING 1)"]
+        if segments:
+            keys = p(list(segments), "text[]")
+            records = p([json.dumps(segment) for segment in segments.values()], "text[]")
+            ctes.append(
+                f"INSERT INTO {t} (id, data, metadata, created_at, updated_at) "
+                f"SELECT k, d::jsonb, NULL, now(), now() FROM unnest({keys}, {records}) "
+                f"AS u(k, d) WHERE {done} "
+                "ON CONFLICT (id) DO UPDATE SET data = EXCLUDED.data, updated_at = now()"
+            )
+        if obsolete:
+            ctes.append(f"DELETE FROM {t} WHERE id = ANY({p(list(obsolete), 'text[]')}) AND {done}")
+        nodes = list(texts.texts)
+        if texts.full:  # every text but the new ones
+            ctes.append(
+                f"DELETE FROM {text} WHERE conv = {k} "
+                f"AND node <> ALL({p(nodes, 'text[]')}) AND {done}"
+            )
+        elif gone := [node for node in texts.removed if node not in texts.texts]:
+            ctes.append(
+                f"DELETE FROM {text} WHERE conv = {k} AND node = ANY({p(gone, 'text[]')}) "
+                f"AND {done}"
+            )
+        if nodes:
+            bodies = [texts.texts[node] for node in nodes]
+            ctes.append(
+                f"INSERT INTO {text} (conv, node, body) SELECT {k}, n, b "
+                f"FROM unnest({p(nodes, 'text[]')}, {p(bodies, 'text[]')}) AS u(n, b) "
+                f"WHERE {done} ON CONFLICT (conv, node) DO UPDATE SET body = EXCLUDED.body"
+            )
+        named = [ctes[0], *(f"w{i} AS ({cte})" for i, cte in enumerate(ctes[1:]))]
+        return Statement(f"WITH {', '.join(named)} SELECT count(*) FROM h", params)
 
 
 async def _keep_session(conn: Any) -> None:
