@@ -35,7 +35,9 @@ any branch). Measured for each backend at each size, convtree beside the floor:
    (default ``synchronous=FULL``, and a subclass that sets ``NORMAL``), and LangGraph's
    ``aput`` of a checkpoint holding the messages (what a graph with the default
    ``add_messages`` channel writes each step; the beta ``DeltaChannel`` is not
-   measured);
+   measured). Medians of ``--saves`` rounds after six warm-up rounds for every
+   contender (PostgreSQL plans a prepared statement five times before it reuses a
+   generic plan: the steady state of a service);
 6. load of the 10,000-message conversation and ``load_path`` of the active path at
    depth 5,000 after a regenerate there, beside the floor's ``SELECT`` of 10,000 (5,000)
    rows, ``SQLiteSession.get_items()`` and LangGraph's ``aget_tuple``;
@@ -1035,7 +1037,9 @@ async def conversation_items(ctx: Ctx, storage: Any, label: str, size: int) -> l
             ops["sf_big"] = session_add(session_full, "big")
             ops["sn_small"] = session_add(session_normal, "small")
             ops["sn_big"] = session_add(session_normal, "big")
-        t = await interleaved(ops, args.saves)
+        # Six warm-up rounds for every contender: PostgreSQL plans a prepared statement
+        # five times before it reuses a generic plan (a service's steady state).
+        t = await interleaved(ops, args.saves, warmup=6)
         if graph is not None:
 
             def graph_add(thread: str) -> Callable[[], Awaitable[Any]]:

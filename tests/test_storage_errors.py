@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -125,3 +126,31 @@ def test_a_missing_driver_names_the_extra_that_installs_it() -> None:
         "'postgresql://u:***@h/db' needs asyncpg: pip install 'convtree[postgres]'",
         "'s3://bucket/p' needs aioboto3: pip install 'convtree[s3]'",
     ]
+
+
+def test_a_broken_driver_is_reported_as_broken_not_missing(tmp_path: Path) -> None:
+    """An installed driver that fails to import (an incompatible version, a missing
+    compiled part) is named with its own error; installing the extra would not help."""
+    fake = tmp_path / "asyncpg"
+    fake.mkdir()
+    (fake / "__init__.py").write_text("from asyncpg.protocol import protocol\n")
+    (fake / "protocol").mkdir()
+    (fake / "protocol" / "__init__.py").write_text(
+        "raise ImportError(\"cannot import name 'Record' from 'asyncpg.protocol'\")\n"
+    )
+    code = (
+        "import asyncio\n"
+        "from convtree import open_storage, StorageError\n"
+        "try:\n"
+        "    asyncio.run(open_storage('postgresql://u:pw@h/db')._open())\n"
+        "except StorageError as exc:\n"
+        "    print(exc)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+    )
+    message = out.stdout.strip()
+    assert message.startswith("the backend for postgresql:// cannot be loaded: ImportError: ")
+    assert "cannot import name 'Record'" in message
+    assert "pip install" not in message

@@ -17,6 +17,7 @@ merge, list and count.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from collections.abc import Awaitable, Callable, Generator
 from importlib.metadata import entry_points
 from types import TracebackType
@@ -93,11 +94,30 @@ def _opener(scheme: str, url: str) -> Opener:
     try:
         builtin: Opener = getattr(importlib.import_module(module), function)
     except ImportError as exc:
-        missing = exc.name or "a package that is missing"
-        extra = _EXTRAS.get(scheme)
-        fix = f"pip install 'convtree[{extra}]'" if extra else f"pip install {missing}"
-        raise StorageError(f"{mask_url(url)!r} needs {missing}: {fix}") from None
+        raise _import_failure(scheme, url, exc) from None
     return builtin
+
+
+def _import_failure(scheme: str, url: str, exc: ImportError) -> StorageError:
+    """Why a built-in backend cannot be imported: a package that is not installed (the
+    ``pip install`` that fixes it), or one that is installed but fails to import (a
+    broken or incompatible install: its own error, not advice to install it)."""
+    top = (exc.name or "").partition(".")[0] if isinstance(exc, ModuleNotFoundError) else ""
+    if top and _not_installed(top):
+        extra = _EXTRAS.get(scheme)
+        fix = f"pip install 'convtree[{extra}]'" if extra else f"pip install {top}"
+        return StorageError(f"{mask_url(url)!r} needs {top}: {fix}")
+    return StorageError(
+        f"the backend for {scheme}:// cannot be loaded: {type(exc).__name__}: {exc} "
+        "(an installed package is broken, or of a version convtree does not support)"
+    )
+
+
+def _not_installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is None
+    except (ImportError, ValueError):  # a module object without a spec
+        return False
 
 
 _EXTRAS = {"postgresql": "postgres", "postgres": "postgres", "s3": "s3"}
