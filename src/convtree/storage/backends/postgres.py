@@ -527,37 +527,38 @@ class PostgresRecordStore(DataknobsRecordStore):
             if token is not None:
                 write += f" AND data->>'token' = {p(token, 'text')}"
         done = "EXISTS (SELECT 1 FROM h)"
-        ctes = [f"h AS ({write} RETURNING 1)"]
+        writes: list[str] = []  # what happens only if the head write changed a row
         if segments:
             keys = p(list(segments), "text[]")
             records = p([json.dumps(segment) for segment in segments.values()], "text[]")
-            ctes.append(
+            writes.append(
                 f"INSERT INTO {t} (id, data, metadata, created_at, updated_at) "
                 f"SELECT k, d::jsonb, NULL, now(), now() FROM unnest({keys}, {records}) "
                 f"AS u(k, d) WHERE {done} "
                 "ON CONFLICT (id) DO UPDATE SET data = EXCLUDED.data, updated_at = now()"
             )
         if obsolete:
-            ctes.append(f"DELETE FROM {t} WHERE id = ANY({p(list(obsolete), 'text[]')}) AND {done}")
+            gone_segments = p(list(obsolete), "text[]")
+            writes.append(f"DELETE FROM {t} WHERE id = ANY({gone_segments}) AND {done}")
         nodes = list(texts.texts)
         if texts.full:  # every text but the new ones
-            ctes.append(
+            writes.append(
                 f"DELETE FROM {text} WHERE conv = {k} "
                 f"AND node <> ALL({p(nodes, 'text[]')}) AND {done}"
             )
         elif gone := [node for node in texts.removed if node not in texts.texts]:
-            ctes.append(
+            writes.append(
                 f"DELETE FROM {text} WHERE conv = {k} AND node = ANY({p(gone, 'text[]')}) "
                 f"AND {done}"
             )
         if nodes:
             bodies = [texts.texts[node] for node in nodes]
-            ctes.append(
+            writes.append(
                 f"INSERT INTO {text} (conv, node, body) SELECT {k}, n, b "
                 f"FROM unnest({p(nodes, 'text[]')}, {p(bodies, 'text[]')}) AS u(n, b) "
                 f"WHERE {done} ON CONFLICT (conv, node) DO UPDATE SET body = EXCLUDED.body"
             )
-        named = [ctes[0], *(f"w{i} AS ({cte})" for i, cte in enumerate(ctes[1:]))]
+        named = [f"h AS ({write} RETURNING 1)", *(f"w{i} AS ({w})" for i, w in enumerate(writes))]
         return Statement(f"WITH {', '.join(named)} SELECT count(*) FROM h", params)
 
 
