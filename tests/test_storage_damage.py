@@ -116,6 +116,55 @@ def _in(*path: Any, value: Any = None, drop: bool = False) -> Callable[[dict[str
 
 
 def _first_message_role(doc: dict[str, Any]) -> None:
+    i = next(i for i, role in enumerate(doc["roles"]) if role is not None)
+    doc["roles"][i] = 5
+
+
+def _same_id_twice(doc: dict[str, Any]) -> None:
+    doc["ids"][1] = doc["ids"][0]
+
+
+def _record_role(doc: dict[str, Any]) -> None:
+    """Node 1 stored as a record (as a node with metadata is), its role an integer."""
+    i = 1
+    doc["records"][i] = {
+        "node_id": doc["ids"][i],
+        "message": {"role": 5, "content": "x"},
+        "timestamp": doc["stamps"][i],
+        "metadata": {"k": 1},
+    }
+    doc["stamps"][i] = doc["roles"][i] = doc["contents"][i] = None
+
+
+def _record_of_another(doc: dict[str, Any]) -> None:
+    doc["records"][1] = {"node_id": "someone-else", "message": None, "timestamp": "x"}
+
+
+def _rows(edit: Callable[[dict[str, Any]], None]) -> Callable[[dict[str, Any]], None]:
+    """Rewrite a payload in layout 1 (``{"nodes": [records], ...}``), then ``edit`` it."""
+
+    def change(doc: dict[str, Any]) -> None:
+        nodes = [
+            record
+            or {
+                "node_id": node_id,
+                "message": None if role is None else {"role": role, "content": content},
+                "timestamp": stamp,
+                "metadata": {},
+            }
+            for node_id, stamp, role, content, record in zip(
+                doc["ids"], doc["stamps"], doc["roles"], doc["contents"], doc["records"]
+            )
+        ]
+        rows = {"nodes": nodes, "edges": doc["edges"], "removed": doc["removed"]}
+        doc.clear()
+        doc.update(rows)
+        edit(doc)
+
+    return change
+
+
+def _first_row_role(doc: dict[str, Any]) -> None:
     node = next(n for n in doc["nodes"] if n.get("message"))
     node["message"]["role"] = 5
 
@@ -208,21 +257,22 @@ SEGMENT_MODES = [
         "segment",
         _fields(lambda f: f.update(payload=f["payload"][:30])),
     ),
-    Mode("segment payload: nodes an integer", "segment", _text("payload", _in("nodes", value=5))),
+    Mode("segment payload: ids an integer", "segment", _text("payload", _in("ids", value=5))),
     Mode(
         "segment payload: an edge of one id",
         "segment",
         _text("payload", _in("edges", value=[["a"]])),
     ),
     Mode(
-        "segment payload: a node without id",
-        "segment",
-        _text("payload", _in("nodes", 0, "node_id", drop=True)),
-    ),
-    Mode(
         "segment payload: a node id an integer",
         "segment",
-        _text("payload", _in("nodes", 0, "node_id", value=12)),
+        _text("payload", _in("ids", 0, value=12)),
+    ),
+    Mode("segment payload: a node id twice", "segment", _text("payload", _same_id_twice)),
+    Mode(
+        "segment payload: a column shorter than the ids",
+        "segment",
+        _text("payload", _in("stamps", value=[])),
     ),
     Mode(
         "segment payload: removed a string", "segment", _text("payload", _in("removed", value="x"))
@@ -231,6 +281,40 @@ SEGMENT_MODES = [
         "segment payload: a message role an integer",
         "segment",
         _text("payload", _first_message_role),
+    ),
+    Mode(
+        "segment payload: a timestamp not a date",
+        "segment",
+        _text("payload", _in("stamps", 1, value="yesterday")),
+    ),
+    Mode(
+        "segment payload: a record with a role an integer",
+        "segment",
+        _text("payload", _record_role),
+    ),
+    Mode(
+        "segment payload: a record of another node",
+        "segment",
+        _text("payload", _record_of_another),
+    ),
+    Mode(
+        "segment payload: a newer layout", "segment", _text("payload", _in("layout", value=3))
+    ),
+    # The layout written before (one object per node), damaged: still read, still refused.
+    Mode(
+        "segment payload (layout 1): nodes an integer",
+        "segment",
+        _text("payload", _rows(_in("nodes", value=5))),
+    ),
+    Mode(
+        "segment payload (layout 1): a node without id",
+        "segment",
+        _text("payload", _rows(_in("nodes", 0, "node_id", drop=True))),
+    ),
+    Mode(
+        "segment payload (layout 1): a message role an integer",
+        "segment",
+        _text("payload", _rows(_first_row_role)),
     ),
 ]
 

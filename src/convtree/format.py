@@ -25,10 +25,12 @@ test fails when they drift apart.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import itertools
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any
+from operator import eq, itemgetter
+from typing import Annotated, Any, Protocol
 
 from pydantic import (
     AwareDatetime,
@@ -37,7 +39,9 @@ from pydantic import (
     ConfigDict,
     Field,
     JsonValue,
+    TypeAdapter,
     ValidationError,
+    create_model,
     with_config,
 )
 from typing_extensions import NotRequired, TypedDict
@@ -131,6 +135,20 @@ class ConversationDocument(BaseModel):
     )
 
 
+_ENVELOPE_FIELDS: dict[str, Any] = {
+    name: (field.annotation, field)
+    for name, field in ConversationDocument.model_fields.items()
+    if name not in ("nodes", "edges")
+}
+DocumentEnvelope = create_model(
+    "DocumentEnvelope",
+    __config__=ConversationDocument.model_config,
+    __doc__="A document's fields but ``nodes`` and ``edges`` (a store holds those apart).",
+    **_ENVELOPE_FIELDS,
+)
+"""The fields of `ConversationDocument` but ``nodes`` and ``edges``, validated the same way."""
+
+
 def document_json_schema() -> dict[str, Any]:
     """Return the JSON Schema of the current format (what ``migrations_schema`` commits)."""
     schema = ConversationDocument.model_json_schema()
@@ -184,7 +202,6 @@ def parse_document(doc: Mapping[str, Any]) -> ParsedDocument:
     nodes: dict[str, ConversationNode] = {}
     index_of: dict[str, int] = {}
     without_message: list[str] = []  # only the root may be one of them
-    make = ConversationNode._from_record
     for i, rec in enumerate(model.nodes):
         node_id = rec["node_id"]
         if node_id in index_of:
@@ -194,71 +211,139 @@ def parse_document(doc: Mapping[str, Any]) -> ParsedDocument:
                 node_id=node_id,
             )
         index_of[node_id] = i
-        extra = None
-        if len(rec) > 3 and not _NODE_FIELDS.issuperset(rec):
-            extra = {k: v for k, v in rec.items() if k not in _NODE_FIELDS}
-            _check_values(extra, f"nodes[{i}]")
-        metadata = rec.get("metadata")
-        if metadata:
-            check_depth(metadata, f"nodes[{i}].metadata")
-        message = rec["message"]
-        if message is None:
+        node = nodes[node_id] = node_from_record(rec, i)
+        if node._message is None:
             without_message.append(node_id)
-        elif len(message) > 2 or type(message.get("content")) is list:
-            _check_values(message, f"nodes[{i}].message")
-        nodes[node_id] = make(
-            node_id,
-            message,
-            rec["timestamp"],
-            rec.get("branch_name"),
-            rec.get("prompt_name"),
-            metadata,
-            extra,
-        )
+    return assemble_document(model, nodes, index_of, without_message, model.edges)
 
-    children: dict[str, list[str]] = {}
-    parent_edge: dict[str, int] = {}
-    for j, (parent_id, child_id) in enumerate(model.edges):
-        if parent_id not in index_of:
-            raise FormatError("edge from an unknown node", path=f"edges[{j}][0]", node_id=parent_id)
-        if child_id not in index_of:
-            raise FormatError("edge to an unknown node", path=f"edges[{j}][1]", node_id=child_id)
-        if parent_id == child_id:
+
+def node_from_record(rec: NodeRecord, i: int) -> ConversationNode:
+    """The node of a validated record at ``nodes[i]`` (the checks pydantic does not make).
+
+    Raises:
+        FormatError: a value nests deeper than ``MAX_DEPTH``.
+    """
+    extra = None
+    if len(rec) > 3 and not _NODE_FIELDS.issuperset(rec):
+        extra = {k: v for k, v in rec.items() if k not in _NODE_FIELDS}
+        _check_values(extra, f"nodes[{i}]")
+    metadata = rec.get("metadata")
+    if metadata:
+        check_depth(metadata, f"nodes[{i}].metadata")
+    message = rec["message"]
+    if message is not None and (len(message) > 2 or type(message.get("content")) is list):
+        _check_values(message, f"nodes[{i}].message")
+    return ConversationNode._from_record(
+        rec["node_id"],
+        message,
+        rec["timestamp"],
+        rec.get("branch_name"),
+        rec.get("prompt_name"),
+        metadata,
+        extra,
+    )
+
+
+_NODE_RECORDS = TypeAdapter(list[NodeRecord])
+
+
+def validate_node_records(
+    records: Mapping[int, Any], node_id_of: Callable[[int], str]
+) -> dict[int, NodeRecord]:
+    """Validate node records that are ``nodes[k]`` of a document, by ``k`` (one call).
+
+    Raises:
+        FormatError: naming ``nodes[k]`` and the node id (``node_id_of(k)``).
+    """
+    at = list(records)
+    values = list(records.values())
+    try:
+        return dict(zip(at, _NODE_RECORDS.validate_python(values), strict=True))
+    except ValidationError as exc:
+        error = format_error_from_validation(exc, what="conversation document", data=values)
+        where = error.path or "[0]"  # "[j].message.role": j indexes ``values``
+        j = int(where[1 : where.index("]")])
+        k = at[j]
+        path = f"nodes[{k}]{where[where.index(']') + 1 :]}"
+        raise FormatError(error.reason, path=path, node_id=node_id_of(k)) from None
+
+
+class DocumentFields(Protocol):
+    """What `assemble_document` reads of a validated document (or envelope)."""
+
+    schema_version: str
+    conversation_id: str
+    current_node_id: str
+    metadata: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+    active_children: dict[str, str]
+    __pydantic_extra__: dict[str, Any] | None
+
+
+def assemble_document(
+    top: DocumentFields,
+    nodes: dict[str, ConversationNode],
+    index_of: Mapping[str, int],
+    without_message: Sequence[str],
+    edges: Sequence[Sequence[str]],
+) -> ParsedDocument:
+    """Check that validated fields, built nodes and ``edges`` make one tree, and hold them.
+
+    ``index_of`` gives each node's index in the document's ``nodes`` (for error
+    paths); ``without_message`` lists the nodes whose message is ``None``.
+
+    Raises:
+        FormatError: as `parse_document`.
+    """
+    ups = list(map(itemgetter(0), edges))
+    kids = list(map(itemgetter(1), edges))
+    parent_edge = dict(zip(kids, range(len(kids)), strict=True))
+    # What `_edge_problem` checks edge by edge, at C speed: it runs only to name a problem.
+    if not (
+        len(parent_edge) == len(kids)
+        and all(map(index_of.__contains__, ups))
+        and all(map(index_of.__contains__, kids))
+        and not any(map(eq, ups, kids))
+    ):
+        raise _edge_problem(edges, index_of)
+    children: dict[str, list[str]]
+    if (
+        len(ups) == len(nodes) - 1
+        and ups[1:] == kids[:-1]
+        and (not ups or ups[0] not in parent_edge)
+    ):
+        # Edges in order along one chain from a node without parent (a conversation
+        # never branched, or a path): its nodes are distinct, so it reaches them all.
+        root_id = ups[0] if ups else next(iter(nodes))
+        children = dict(zip(ups, map(list, zip(kids))))  # each parent: [its child]
+        seen: set[str] | None = None
+    else:
+        children = {}
+        for parent_id, child_id in zip(ups, kids, strict=True):
+            if parent_id in children:
+                children[parent_id].append(child_id)
+            else:
+                children[parent_id] = [child_id]
+        roots = list(itertools.filterfalse(parent_edge.__contains__, nodes))
+        if not roots:
+            raise FormatError("no root node: every node has a parent (a cycle)", path="edges")
+        if len(roots) > 1:
+            shown = ", ".join(repr(r) for r in roots[:5])
             raise FormatError(
-                "edge from a node to itself (a cycle)", path=f"edges[{j}]", node_id=child_id
+                f"{len(roots)} root nodes ({shown}); a conversation has exactly one root",
+                path=f"nodes[{index_of[roots[1]]}]",
+                node_id=roots[1],
             )
-        if child_id in parent_edge:
-            k = parent_edge[child_id]
-            first_parent = model.edges[k][0]
-            raise FormatError(
-                f"node has a second parent {parent_id!r} "
-                f"(its first is {first_parent!r} at edges[{k}])",
-                path=f"edges[{j}]",
-                node_id=child_id,
-            )
-        parent_edge[child_id] = j
-        children.setdefault(parent_id, []).append(child_id)
-
-    roots = [node_id for node_id in nodes if node_id not in parent_edge]
-    if not roots:
-        raise FormatError("no root node: every node has a parent (a cycle)", path="edges")
-    if len(roots) > 1:
-        shown = ", ".join(repr(r) for r in roots[:5])
-        raise FormatError(
-            f"{len(roots)} root nodes ({shown}); a conversation has exactly one root",
-            path=f"nodes[{index_of[roots[1]]}]",
-            node_id=roots[1],
-        )
-    root_id = roots[0]
-
-    seen = {root_id}
-    stack = [root_id]
-    while stack:
-        kids = children.get(stack.pop())
-        if kids:
-            seen.update(kids)
-            stack.extend(kids)
-    if len(seen) != len(nodes):
+        root_id = roots[0]
+        seen = {root_id}
+        stack = [root_id]
+        while stack:
+            below = children.get(stack.pop())
+            if below:
+                seen.update(below)
+                stack.extend(below)
+    if seen is not None and len(seen) != len(nodes):
         # Every node but the root has exactly one parent, so the rest form cycles.
         lost = [node_id for node_id in nodes if node_id not in seen]
         shown = ", ".join(repr(n) for n in lost[:5])
@@ -277,16 +362,16 @@ def parse_document(doc: Mapping[str, Any]) -> ParsedDocument:
                 node_id=node_id,
             )
 
-    if model.current_node_id not in nodes:
+    if top.current_node_id not in nodes:
         raise FormatError(
             "the cursor names no node of this conversation",
             path="current_node_id",
-            node_id=model.current_node_id,
+            node_id=top.current_node_id,
         )
 
-    for parent_id, child_id in model.active_children.items():
+    for parent_id, child_id in top.active_children.items():
         at = parent_edge.get(child_id)
-        if parent_id not in nodes or at is None or model.edges[at][0] != parent_id:
+        if parent_id not in nodes or at is None or edges[at][0] != parent_id:
             raise FormatError(
                 f"active child {child_id!r} is not a child of node {parent_id!r}",
                 path=f"active_children.{parent_id}",
@@ -294,24 +379,51 @@ def parse_document(doc: Mapping[str, Any]) -> ParsedDocument:
             )
 
     # The conversation id and metadata become keys and native values in stores.
-    valid_text(model.conversation_id, "conversation_id")
-    doc_metadata: dict[str, Any] = copy_json(model.metadata, "metadata", unicode=True)
-    if model.__pydantic_extra__:
-        _check_values(model.__pydantic_extra__, "")
+    valid_text(top.conversation_id, "conversation_id")
+    doc_metadata: dict[str, Any] = copy_json(top.metadata, "metadata", unicode=True)
+    if top.__pydantic_extra__:
+        _check_values(top.__pydantic_extra__, "")
 
     return ParsedDocument(
-        schema_version=model.schema_version,
-        conversation_id=model.conversation_id,
+        schema_version=top.schema_version,
+        conversation_id=top.conversation_id,
         nodes=nodes,
         children=children,
         root_id=root_id,
-        current_node_id=model.current_node_id,
+        current_node_id=top.current_node_id,
         metadata=doc_metadata,
-        created_at=model.created_at,
-        updated_at=model.updated_at,
-        extra=model.__pydantic_extra__ or None,
-        active_children=model.active_children,
+        created_at=top.created_at,
+        updated_at=top.updated_at,
+        extra=top.__pydantic_extra__ or None,
+        active_children=top.active_children,
     )
+
+
+def _edge_problem(edges: Sequence[Sequence[str]], index_of: Mapping[str, int]) -> FormatError:
+    """The first edge that is not one of a tree over ``index_of``'s nodes, as an error."""
+    parent_edge: dict[str, int] = {}
+    for j, (parent_id, child_id) in enumerate(edges):
+        if parent_id not in index_of:
+            return FormatError(
+                "edge from an unknown node", path=f"edges[{j}][0]", node_id=parent_id
+            )
+        if child_id not in index_of:
+            return FormatError("edge to an unknown node", path=f"edges[{j}][1]", node_id=child_id)
+        if parent_id == child_id:
+            return FormatError(
+                "edge from a node to itself (a cycle)", path=f"edges[{j}]", node_id=child_id
+            )
+        if child_id in parent_edge:
+            k = parent_edge[child_id]
+            first_parent = edges[k][0]
+            return FormatError(
+                f"node has a second parent {parent_id!r} "
+                f"(its first is {first_parent!r} at edges[{k}])",
+                path=f"edges[{j}]",
+                node_id=child_id,
+            )
+        parent_edge[child_id] = j
+    raise AssertionError("no problem found in edges said to have one")  # pragma: no cover
 
 
 def _check_values(fields: Mapping[str, Any], path: str) -> None:

@@ -1075,7 +1075,18 @@ class ConversationState:
             SchemaVersionError: its version is newer than this library reads, or unknown.
         """
         with gc_paused():
-            parsed = parse_document(upgrade_document(doc))
+            return cls.from_parsed(parse_document(upgrade_document(doc)))
+
+    @classmethod
+    def from_parsed(cls, parsed: ParsedDocument) -> ConversationState:
+        """Build the conversation a document checked by `parse_document` describes.
+
+        The conversation takes the parsed document's nodes (do not reuse them). A store
+        that holds a document in parts builds one this way without writing it out
+        whole first; [`from_dict()`][convtree.ConversationState.from_dict] is
+        `parse_document` followed by this.
+        """
+        with gc_paused():
             watch = _Watch()
             root, index, leaf_count = _build_tree(parsed, watch)
         state = cls.__new__(cls)

@@ -831,7 +831,7 @@ class DataknobsConversationStorage(ConversationStorage):
                 return False
             nodes = state.to_dict()["nodes"]
         else:
-            nodes = fold_records(head, records, self.name)[1]["nodes"]
+            nodes = fold_records(head, records, self.name)[1][0].node_records()
         return any(
             term in text for node in nodes if (text := message_search_text(node)) is not None
         )

@@ -24,11 +24,14 @@ import math
 import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from operator import itemgetter
 from datetime import datetime, timezone
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 from urllib.parse import quote, unquote
 
-from .._json import copy_json, gc_paused, json_text
+from pydantic import AwareDatetime, TypeAdapter, ValidationError
+
+from .._json import copy_json, format_error_from_validation, gc_paused, json_text
 from ..changes import ChangeSet, SavedRevision
 from ..errors import (
     DamagedRecordError,
@@ -37,7 +40,17 @@ from ..errors import (
     SchemaVersionError,
     StorageError,
 )
-from ..format import ParsedDocument, parse_document
+from ..format import (
+    CURRENT_SCHEMA_VERSION,
+    DocumentEnvelope,
+    DocumentFields,
+    ParsedDocument,
+    assemble_document,
+    node_from_record,
+    parse_document,
+    validate_node_records,
+)
+from ..message import MessageRecord
 from ..migrations import upgrade_document
 from ..node import ConversationNode
 from ..state import ConversationState
@@ -50,8 +63,11 @@ __all__ = [
     "MAX_RECORD_ID_LENGTH",
     "PREVIEW_LENGTH",
     "REPAIR_HINT",
+    "SEGMENT_LAYOUT",
     "Head",
     "SavePlan",
+    "Segment",
+    "build_nodes",
     "conversation_of",
     "damaged_error",
     "fold_records",
@@ -280,10 +296,131 @@ def record_id_or_none(conversation_id: object) -> str | None:
         return None
 
 
+SEGMENT_LAYOUT = 2
+"""The layout of the segment payloads this version writes (see `Segment`)."""
+
+_PLAIN_FIELDS = frozenset(("node_id", "message", "timestamp", "metadata"))
+
+
+@dataclass(slots=True)
+class Segment:
+    """A segment's payload as columns: one entry per node record in each list.
+
+    Layout 2 (`SEGMENT_LAYOUT`, written since convtree 0.x unreleased) is the JSON text of
+    ``{"layout": 2, "ids": [...], "stamps": [...], "roles": [...], "contents": [...],
+    "records": [...], "edges": [[parent, child], ...], "removed": [...]}``. A *plain*
+    node (a text message, or none for the root; no metadata, branch or prompt name or
+    unknown field) is its id, timestamp text, role and content (a ``null`` role: no
+    message) with a ``null`` record; any other node is its whole record in ``records``,
+    with ``null`` stamp, role and content. Decoding columns of strings is about three
+    times faster than an object per node, and a plain node is built from them without
+    validating a record: a load, and above all a path load that builds a few of the
+    nodes, no longer pays for every node's record.
+
+    Layout 1 (the payloads written before) is ``{"nodes": [records], "edges": [...],
+    "removed": [...]}``: it is read as a segment whose nodes are all records.
+    """
+
+    ids: list[str]
+    stamps: list[Any]
+    roles: list[Any]
+    contents: list[Any]
+    records: list[Any]
+    edges: list[list[str]]
+    removed: list[str]
+
+    @classmethod
+    def of_records(
+        cls,
+        nodes: Sequence[Mapping[str, Any]],
+        edges: Sequence[Sequence[str]],
+        removed: Sequence[str],
+    ) -> Segment:
+        """The segment of node records (as `ConversationNode.to_dict` gives them)."""
+        ids: list[str] = []
+        stamps: list[Any] = []
+        roles: list[Any] = []
+        contents: list[Any] = []
+        records: list[Any] = []
+        for record in nodes:
+            ids.append(record["node_id"])
+            message = record.get("message")
+            stamp = record.get("timestamp")
+            metadata = record.get("metadata", _NO_METADATA)
+            if (
+                type(stamp) is str
+                and _PLAIN_FIELDS.issuperset(record)
+                and (metadata is _NO_METADATA or (type(metadata) is dict and not metadata))
+                and (
+                    message is None
+                    or (
+                        type(message) is dict
+                        and len(message) == 2
+                        and type(role := message.get("role")) is str
+                        and role
+                        and type(content := message.get("content")) is str
+                    )
+                )
+            ):
+                stamps.append(stamp)
+                if message is None:
+                    roles.append(None)
+                    contents.append(None)
+                else:
+                    roles.append(role)
+                    contents.append(content)
+                records.append(None)
+            else:
+                stamps.append(None)
+                roles.append(None)
+                contents.append(None)
+                records.append(record)
+        return cls(ids, stamps, roles, contents, records, [list(e) for e in edges], list(removed))
+
+    def payload(self) -> str:
+        """The payload text of the segment (layout 2)."""
+        return json_text(
+            {
+                "layout": SEGMENT_LAYOUT,
+                "ids": self.ids,
+                "stamps": self.stamps,
+                "roles": self.roles,
+                "contents": self.contents,
+                "records": self.records,
+                "edges": self.edges,
+                "removed": self.removed,
+            }
+        )
+
+    def record(self, i: int) -> dict[str, Any]:
+        """The record of node ``i`` (what a document's ``nodes`` holds)."""
+        record = self.records[i]
+        if record is not None:
+            return dict(record)
+        role = self.roles[i]
+        return {
+            "node_id": self.ids[i],
+            "message": None if role is None else {"role": role, "content": self.contents[i]},
+            "timestamp": self.stamps[i],
+            "metadata": {},
+        }
+
+    def node_records(self) -> list[dict[str, Any]]:
+        """Every node's record, in order."""
+        return [self.record(i) for i in range(len(self.ids))]
+
+
+_NO_METADATA: Any = object()
+_COLUMNS = ("stamps", "roles", "contents", "records")
+
+
 def parse_segment(
     record: Any, store: str, cid: str, key: str, *, head: Head | None = None
-) -> dict[str, Any]:
+) -> Segment:
     """Parse the segment record stored under ``key`` (``None``: it is missing).
+
+    What a fold needs is checked here (ids, edges, removals, and that each node is
+    either plain or a record); a node's values are checked when it is built.
 
     Raises:
         DamagedRecordError: the segment is missing or not as convtree writes it.
@@ -294,7 +431,7 @@ def parse_segment(
         raise damaged_error(store, key, str(exc), cid=cid) from None
 
 
-def _parse_segment(record: Any, head: Head | None) -> dict[str, Any]:
+def _parse_segment(record: Any, head: Head | None) -> Segment:
     if record is None:
         listed = f"head revision {head.revision.number} lists it" if head else "it is listed"
         raise _Bad(f"it is missing ({listed})")
@@ -304,13 +441,61 @@ def _parse_segment(record: Any, head: Head | None) -> dict[str, Any]:
         _field(record, "kind", str)
         raise _Bad(f"field 'kind' is {_short(record['kind'])}, not 'segment'")
     try:
-        segment = decode_json(_field(record, "payload", str))
+        payload = decode_json(_field(record, "payload", str))
     except ValueError as exc:
         raise _Bad(f"its payload is {exc}") from None
-    if not isinstance(segment, dict):
-        raise _Bad(f"its payload is {json_type(segment)}, not a JSON object")
-    # What the fold needs, checked in one pass each; a message is built only for a problem.
-    nodes = _field(segment, "nodes", list, "payload field")
+    if not isinstance(payload, dict):
+        raise _Bad(f"its payload is {json_type(payload)}, not a JSON object")
+    layout = payload.get("layout")
+    if layout is None:
+        segment = _rows(payload)
+    elif layout == SEGMENT_LAYOUT and type(layout) is int:
+        segment = _columns(payload)
+    else:
+        raise _Bad(
+            f"its payload layout is {_short(layout)}; this convtree reads layouts 1 and "
+            f"{SEGMENT_LAYOUT} (a newer convtree wrote it? upgrade convtree)"
+        )
+    bad = (
+        None
+        if _pairs_of_text(segment.edges)
+        else next(
+            i
+            for i, edge in enumerate(segment.edges)
+            if not (
+                isinstance(edge, list)
+                and len(edge) == 2
+                and isinstance(edge[0], str)
+                and isinstance(edge[1], str)
+            )
+        )
+    )
+    if bad is not None:
+        raise _Bad(
+            f"payload edges[{bad}] is {_short(segment.edges[bad])}, not [parent id, child id]"
+        )
+    removed = segment.removed
+    if not (isinstance(removed, list) and all(isinstance(r, str) for r in removed)):
+        raise _Bad(f"payload removed is {_short(removed)}, not a list of node ids")
+    return segment
+
+
+def _pairs_of_text(edges: list[Any]) -> bool:
+    """Whether every edge is a list of two strings (checked at C speed)."""
+    if not edges:
+        return True
+    if set(map(type, edges)) != {list} or set(map(len, edges)) != {2}:
+        return False
+    try:
+        "".join(itertools.chain.from_iterable(edges))
+    except TypeError:
+        return False
+    return True
+
+
+def _rows(payload: dict[str, Any]) -> Segment:
+    """A layout-1 payload: ``{"nodes": [records], "edges": [...], "removed": [...]}``."""
+    nodes = _field(payload, "nodes", list, "payload field")
     bad = next(
         (
             i
@@ -323,51 +508,212 @@ def _parse_segment(record: Any, head: Head | None) -> dict[str, Any]:
         if not isinstance(nodes[bad], dict):
             raise _Bad(f"payload nodes[{bad}] is {json_type(nodes[bad])}, not an object")
         _field(nodes[bad], "node_id", str, f"payload nodes[{bad}] field")
-    edges = _field(segment, "edges", list, "payload field")
-    bad = next(
-        (
-            i
-            for i, edge in enumerate(edges)
-            if not (
-                isinstance(edge, list)
-                and len(edge) == 2
-                and isinstance(edge[0], str)
-                and isinstance(edge[1], str)
-            )
-        ),
-        None,
+    edges = _field(payload, "edges", list, "payload field")
+    none = [None] * len(nodes)
+    return Segment(
+        [node["node_id"] for node in nodes],
+        none,
+        none,
+        none,
+        nodes,
+        edges,
+        [] if payload.get("removed") is None else payload["removed"],
     )
-    if bad is not None:
-        raise _Bad(f"payload edges[{bad}] is {_short(edges[bad])}, not [parent id, child id]")
-    removed = segment.get("removed")
-    if removed is not None and not (
-        isinstance(removed, list) and all(isinstance(r, str) for r in removed)
-    ):
-        raise _Bad(f"payload removed is {_short(removed)}, not a list of node ids")
-    return segment
 
 
-def fold(segments: Sequence[dict[str, Any]], *, drop_tombstones: bool) -> dict[str, Any]:
-    """Merge segments, oldest first: later records win, removals apply before additions."""
-    nodes: dict[str, Any] = {}
+def _columns(payload: dict[str, Any]) -> Segment:
+    """A layout-2 payload (see `Segment`)."""
+    ids = _field(payload, "ids", list, "payload field")
+    columns = [_field(payload, name, list, "payload field") for name in _COLUMNS]
+    for name, column in zip(_COLUMNS, columns, strict=True):
+        if len(column) != len(ids):
+            raise _Bad(f"payload {name} holds {len(column)} entries, its ids {len(ids)}")
+    try:
+        "".join(ids)  # every id a string (the loop below, at C speed)
+    except TypeError:
+        bad = next(i for i, node_id in enumerate(ids) if type(node_id) is not str)
+        raise _Bad(f"payload ids[{bad}] is {json_type(ids[bad])}, not a node id") from None
+    records = columns[3]
+    for i, node in enumerate(() if records.count(None) == len(records) else records):
+        if node is None:
+            continue
+        if type(node) is not dict:
+            raise _Bad(f"payload records[{i}] is {json_type(node)}, not an object or null")
+        if node.get("node_id") != ids[i]:
+            raise _Bad(
+                f"payload records[{i}] is node {_short(node.get('node_id'))}, "
+                f"its ids[{i}] is {ids[i]!r}"
+            )
+    edges = _field(payload, "edges", list, "payload field")
+    removed = payload.get("removed")
+    stamps, roles, contents, records = columns
+    return Segment(ids, stamps, roles, contents, records, edges, [] if removed is None else removed)
+
+
+class DuplicateNode(Exception):
+    """Segment ``segments[position]`` of a `fold` holds node ``node_id`` twice."""
+
+    def __init__(self, position: int, node_id: str) -> None:
+        super().__init__(position, node_id)
+        self.position = position
+        self.problem = f"its payload holds node {node_id!r} twice"
+
+
+def fold(segments: Sequence[Segment], *, drop_tombstones: bool) -> tuple[Segment, dict[str, int]]:
+    """Merge segments, oldest first: later records win (in the place of the first),
+    removals apply before additions. Returns the merged segment and each node's index
+    in it.
+
+    Raises:
+        DuplicateNode: a segment holds a node twice (convtree never writes one).
+    """
+    ids: list[str] = []
+    stamps: list[Any] = []
+    roles: list[Any] = []
+    contents: list[Any] = []
+    records: list[Any] = []
+    at: dict[str, int] = {}
     edges: list[list[str]] = []
-    pending_removed: set[str] = set()
-    for segment in segments:
-        removed = segment.get("removed") or ()
-        if removed:
-            gone = set(removed)
+    pending: set[str] = set()  # removals of nodes in older segments than these
+    dead: set[int] = set()
+    for position, segment in enumerate(segments):
+        if segment.removed:
+            gone = set(segment.removed)
             for node_id in gone:
-                if nodes.pop(node_id, None) is None:
-                    pending_removed.add(node_id)  # lives in an older segment
+                j = at.pop(node_id, None)
+                if j is None:
+                    pending.add(node_id)
+                else:
+                    dead.add(j)
             edges = [e for e in edges if e[1] not in gone]
-        for record in segment["nodes"]:
-            nodes[record["node_id"]] = record
-        edges.extend(segment["edges"])
-    return {
-        "nodes": list(nodes.values()),
-        "edges": edges,
-        "removed": [] if drop_tombstones else sorted(pending_removed),
-    }
+        if at.keys().isdisjoint(segment.ids):  # new nodes only: the usual case
+            known = len(at)
+            at.update(zip(segment.ids, range(len(ids), len(ids) + len(segment.ids)), strict=True))
+            if len(at) != known + len(segment.ids):
+                seen: set[str] = set()
+                for node_id in segment.ids:
+                    if node_id in seen:
+                        raise DuplicateNode(position, node_id)
+                    seen.add(node_id)
+            ids += segment.ids
+            stamps += segment.stamps
+            roles += segment.roles
+            contents += segment.contents
+            records += segment.records
+        else:
+            for i, node_id in enumerate(segment.ids):
+                j = at.get(node_id)
+                if j is None:
+                    at[node_id] = len(ids)
+                    ids.append(node_id)
+                    stamps.append(segment.stamps[i])
+                    roles.append(segment.roles[i])
+                    contents.append(segment.contents[i])
+                    records.append(segment.records[i])
+                else:
+                    stamps[j] = segment.stamps[i]
+                    roles[j] = segment.roles[i]
+                    contents[j] = segment.contents[i]
+                    records[j] = segment.records[i]
+        edges.extend(segment.edges)
+    removed = [] if drop_tombstones else sorted(pending)
+    if dead:
+        keep = [j for j in range(len(ids)) if j not in dead]
+        ids, stamps, roles, contents, records = (
+            [column[j] for j in keep] for column in (ids, stamps, roles, contents, records)
+        )
+        at = {node_id: j for j, node_id in enumerate(ids)}
+    return Segment(ids, stamps, roles, contents, records, edges, removed), at
+
+
+_STAMPS = TypeAdapter(list[AwareDatetime])  # text only, checked first (a number is refused)
+
+
+def build_nodes(
+    segment: Segment, picks: Sequence[int]
+) -> tuple[dict[str, ConversationNode], dict[str, int], list[str]]:
+    """Build nodes ``picks`` of ``segment`` as `parse_document` builds a document's nodes
+    (``picks[k]`` is ``nodes[k]`` of the document they make): the nodes, each one's index
+    in that document, and the ids of those without a message.
+
+    A plain node's values are checked here; a record is validated as a document's.
+
+    Raises:
+        FormatError: a node is not valid, naming ``nodes[k]`` and the node id.
+    """
+    node_ids = list(map(segment.ids.__getitem__, picks))
+    records = list(map(segment.records.__getitem__, picks))
+    stamps = list(map(segment.stamps.__getitem__, picks))
+    index_of = dict(zip(node_ids, range(len(node_ids)), strict=True))
+    if len(index_of) != len(node_ids):
+        first = {}
+        for k, node_id in enumerate(node_ids):
+            if node_id in first:
+                raise FormatError(
+                    f"duplicate node id (first at nodes[{first[node_id]}])",
+                    path=f"nodes[{k}].node_id",
+                    node_id=node_id,
+                )
+            first[node_id] = k
+    everything_plain = records.count(None) == len(records)
+    plain = (
+        range(len(picks)) if everything_plain else [k for k, r in enumerate(records) if r is None]
+    )
+    texts = stamps if everything_plain else [stamps[k] for k in plain]
+    try:
+        "".join(texts)  # each one text (a number would be read as a Unix time)
+        times = _STAMPS.validate_python(texts)
+    except (TypeError, ValidationError):
+        k = next(k for k in plain if type(stamps[k]) is not str or not _valid_stamp(stamps[k]))
+        what = (
+            f"not {json_type(stamps[k])}"
+            if type(stamps[k]) is not str
+            else "not " + _short(stamps[k])
+        )
+        raise FormatError(
+            f"invalid conversation document: a timestamp is ISO 8601 text with an offset, {what}",
+            path=f"nodes[{k}].timestamp",
+            node_id=node_ids[k],
+        ) from None
+    rich = {} if everything_plain else {k: r for k, r in enumerate(records) if r is not None}
+    validated = validate_node_records(rich, node_ids.__getitem__) if rich else {}
+    roles = map(segment.roles.__getitem__, picks)
+    contents = map(segment.contents.__getitem__, picks)
+    nodes: dict[str, ConversationNode] = {}
+    without_message: list[str] = []
+    make = ConversationNode._from_record
+    next_time = iter(times).__next__
+    message: MessageRecord | None
+    for k, node_id, role, content, record in zip(
+        itertools.count(), node_ids, roles, contents, records
+    ):
+        if record is not None:
+            node = nodes[node_id] = node_from_record(validated[k], k)
+            if node._message is None:
+                without_message.append(node_id)
+            continue
+        if type(role) is str and role and type(content) is str:
+            message = {"role": role, "content": content}
+        elif role is None and content is None:
+            message = None
+            without_message.append(node_id)
+        else:
+            raise FormatError(
+                f"invalid conversation document: role {_short(role)} and content "
+                f"{_short(content)} are not a text message",
+                path=f"nodes[{k}].message",
+                node_id=node_id,
+            )
+        nodes[node_id] = make(node_id, message, next_time(), None, None, None, None)
+    return nodes, index_of, without_message
+
+
+def _valid_stamp(text: str) -> bool:
+    try:
+        _STAMPS.validate_python([text])
+    except ValidationError:
+        return False
+    return True
 
 
 def state_from_records(
@@ -389,11 +735,27 @@ def _state(head: Head, segments: Sequence[dict[str, Any] | None], store: str) ->
     # Called with the collector paused: the decoded records die with this frame,
     # before it runs again, so the collection the allocations made due walks only
     # what was built, not the decoded records as well (a sixth of a load).
-    parsed, folded = fold_records(head, segments, store)
-    doc = dict(head.document)
-    doc["nodes"] = folded["nodes"]
-    doc["edges"] = folded["edges"]
-    return _load_document(head, doc, parsed, store, ConversationState.from_dict)
+    parsed, (folded, _) = fold_records(head, segments, store)
+    if head.document.get("schema_version") != CURRENT_SCHEMA_VERSION:
+        doc = dict(head.document)  # an older version: migrated as a whole document
+        doc["nodes"] = folded.node_records()
+        doc["edges"] = folded.edges
+        return _load_document(head, doc, parsed, store, ConversationState.from_dict)
+
+    def load(doc: dict[str, Any]) -> ConversationState:
+        picks = range(len(folded.ids))
+        document = assemble_document(_envelope(doc), *build_nodes(folded, picks), folded.edges)
+        return ConversationState.from_parsed(document)
+
+    return _load_document(head, head.document, parsed, store, load)
+
+
+def _envelope(doc: Mapping[str, Any]) -> DocumentFields:
+    """The document's fields but nodes and edges, validated as in `parse_document`."""
+    try:
+        return cast(DocumentFields, DocumentEnvelope.model_validate(doc))
+    except ValidationError as exc:
+        raise format_error_from_validation(exc, what="conversation document", data=doc) from None
 
 
 def path_from_records(
@@ -404,8 +766,8 @@ def path_from_records(
 ) -> list[ConversationNode]:
     """The path from the root to the cursor (or to node ``ref``), built from records.
 
-    Only the path's nodes are validated and built: the document is cut down to
-    them and loaded as a conversation of its own (same checks as a full load).
+    Only the path's nodes are built and checked: they are loaded as a conversation of
+    their own (a chain, with every check of a full load).
 
     Raises:
         NodeNotFoundError: ``ref`` names no node.
@@ -420,26 +782,35 @@ def _path(
     head: Head, segments: Sequence[dict[str, Any] | None], store: str, ref: str | None
 ) -> list[ConversationNode]:
     cid = head.conversation_id
-    parsed, folded = fold_records(head, segments, store)
-    nodes = {node["node_id"]: node for node in folded["nodes"]}
-    parent = {child: up for up, child in folded["edges"]}
+    parsed, (folded, at) = fold_records(head, segments, store)
+    parent = dict(
+        zip(map(itemgetter(1), folded.edges), map(itemgetter(0), folded.edges), strict=True)
+    )
     target = head.document.get("current_node_id") if ref is None else ref
-    if not isinstance(target, str) or target not in nodes:
+    if not isinstance(target, str) or target not in at:
         if ref is not None:
             raise NodeNotFoundError(f"no node {ref!r} in conversation {cid!r} in {store}", ref=ref)
         raise damaged_error(store, head.key, f"its cursor {target!r} names no node", cid=cid)
     path = [target]
-    while path[-1] in parent and len(path) <= len(nodes):
+    while path[-1] in parent and len(path) <= len(at):
         path.append(parent[path[-1]])
     path.reverse()
     doc = {k: v for k, v in head.document.items() if k != "active_children"}
-    doc["nodes"] = [nodes[node_id] for node_id in path if node_id in nodes]
-    doc["edges"] = [[a, b] for a, b in itertools.pairwise(path)]
     doc["current_node_id"] = target
-    # The cut document is a chain in path order: its parse (every check of a full
-    # load) is the path, without building a tree.
-    chain = _load_document(head, doc, parsed, store, _parse_chain)
-    return list(chain.nodes.values())
+    edges = [[a, b] for a, b in itertools.pairwise(path)]
+    picks = [at[node_id] for node_id in path if node_id in at]
+    if doc.get("schema_version") != CURRENT_SCHEMA_VERSION:
+        # An older version: the cut document is migrated and parsed as a whole.
+        doc["nodes"] = [folded.record(i) for i in picks]
+        doc["edges"] = edges
+        chain = _load_document(head, doc, parsed, store, _parse_chain)
+        return list(chain.nodes.values())
+
+    # The path is a chain in path order: its checks are those of a full load.
+    def load(doc: dict[str, Any]) -> ParsedDocument:
+        return assemble_document(_envelope(doc), *build_nodes(folded, picks), edges)
+
+    return list(_load_document(head, doc, parsed, store, load).nodes.values())
 
 
 def _parse_chain(doc: Mapping[str, Any]) -> ParsedDocument:
@@ -448,8 +819,8 @@ def _parse_chain(doc: Mapping[str, Any]) -> ParsedDocument:
 
 def fold_records(
     head: Head, segments: Sequence[dict[str, Any] | None], store: str
-) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """The segments of ``head`` parsed (in the head's order), and their fold.
+) -> tuple[list[Segment], tuple[Segment, dict[str, int]]]:
+    """The segments of ``head`` parsed (in the head's order), and their `fold`.
 
     Raises:
         DamagedRecordError: a segment is missing or not as convtree writes it.
@@ -459,13 +830,17 @@ def fold_records(
             parse_segment(record, store, head.conversation_id, key, head=head)
             for (key, _), record in zip(head.segments, segments, strict=True)
         ]
-        return parsed, fold(parsed, drop_tombstones=True)
+        try:
+            return parsed, fold(parsed, drop_tombstones=True)
+        except DuplicateNode as exc:
+            key = head.segments[exc.position][0]
+            raise damaged_error(store, key, exc.problem, cid=head.conversation_id) from None
 
 
 def _load_document(
     head: Head,
     doc: dict[str, Any],
-    parsed: Sequence[dict[str, Any]],
+    parsed: Sequence[Segment],
     store: str,
     load: Callable[[dict[str, Any]], _T],
 ) -> _T:
@@ -482,7 +857,7 @@ def _load_document(
         node_id = getattr(exc, "node_id", None)
         key = head.key
         for (segment_key, _), segment in reversed(list(zip(head.segments, parsed, strict=True))):
-            if any(node.get("node_id") == node_id for node in segment["nodes"]):
+            if node_id in segment.ids:
                 key = segment_key
                 break
         raise damaged_error(
@@ -517,19 +892,21 @@ class SavePlan:
         """The new head record, the new segment (by key), the revision they make, and the
         head as `parse_head` would read it back (without parsing it)."""
         changes = self.changes
-        payload: dict[str, Any] = {
-            "nodes": list(changes.nodes),
-            "edges": [list(e) for e in changes.edges],
-            "removed": list(changes.removed),
-        }
+        new = Segment.of_records(changes.nodes, changes.edges, changes.removed)
         if self.absorb:
             older = [
                 parse_segment(record, store, changes.conversation_id, key, head=self.head)
                 for key, record in zip(self.absorb, absorbed, strict=True)
             ]
-            payload = fold([*older, payload], drop_tombstones=not self.keep)
+            try:
+                new, _ = fold([*older, new], drop_tombstones=not self.keep)
+            except DuplicateNode as exc:
+                if exc.position == len(older):  # pragma: no cover - a change set's nodes differ
+                    raise
+                key = self.absorb[exc.position]
+                raise damaged_error(store, key, exc.problem, cid=changes.conversation_id) from None
         segment_key = f"{self.key}~{self.revision}-{secrets.token_hex(4)}"
-        segments = [*self.keep, (segment_key, _size(payload["nodes"], payload["removed"]))]
+        segments = [*self.keep, (segment_key, _size(new.ids, new.removed))]
         saved = replace(changes.saved_as(store, self.revision), token=secrets.token_hex(6))
         head_doc = dict(changes.head)
         head_doc["storage"] = {
@@ -551,7 +928,7 @@ class SavePlan:
             "meta": _storable(copy_json(state.metadata, "metadata")),
             "head": head_text,
         }
-        segment = {"kind": "segment", "payload": json_text(payload)}
+        segment = {"kind": "segment", "payload": new.payload()}
         document = decode_json(head_text)  # what a read of the head gives back
         del document["storage"], document["summary"]
         parsed = Head(
