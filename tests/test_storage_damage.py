@@ -153,7 +153,12 @@ def _rows(edit: Callable[[dict[str, Any]], None]) -> Callable[[dict[str, Any]], 
                 "metadata": {},
             }
             for node_id, stamp, role, content, record in zip(
-                doc["ids"], doc["stamps"], doc["roles"], doc["contents"], doc["records"]
+                doc["ids"],
+                doc["stamps"],
+                doc["roles"],
+                doc["contents"],
+                doc["records"],
+                strict=True,
             )
         ]
         rows = {"nodes": nodes, "edges": doc["edges"], "removed": doc["removed"]}
@@ -297,9 +302,7 @@ SEGMENT_MODES = [
         "segment",
         _text("payload", _record_of_another),
     ),
-    Mode(
-        "segment payload: a newer layout", "segment", _text("payload", _in("layout", value=3))
-    ),
+    Mode("segment payload: a newer layout", "segment", _text("payload", _in("layout", value=3))),
     # The layout written before (one object per node), damaged: still read, still refused.
     Mode(
         "segment payload (layout 1): nodes an integer",

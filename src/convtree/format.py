@@ -316,7 +316,7 @@ def assemble_document(
         # Edges in order along one chain from a node without parent (a conversation
         # never branched, or a path): its nodes are distinct, so it reaches them all.
         root_id = ups[0] if ups else next(iter(nodes))
-        children = dict(zip(ups, map(list, zip(kids))))  # each parent: [its child]
+        children = dict(zip(ups, map(list, zip(kids)), strict=True))  # each parent: [its child]
         seen: set[str] | None = None
     else:
         children = {}

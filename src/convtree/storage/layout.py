@@ -24,8 +24,8 @@ import math
 import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from operator import itemgetter
 from datetime import datetime, timezone
+from operator import itemgetter
 from typing import Any, TypeVar, cast
 from urllib.parse import quote, unquote
 
@@ -646,7 +646,7 @@ def build_nodes(
     stamps = list(map(segment.stamps.__getitem__, picks))
     index_of = dict(zip(node_ids, range(len(node_ids)), strict=True))
     if len(index_of) != len(node_ids):
-        first = {}
+        first: dict[str, int] = {}
         for k, node_id in enumerate(node_ids):
             if node_id in first:
                 raise FormatError(
