@@ -26,10 +26,12 @@ test fails when they drift apart.
 from __future__ import annotations
 
 import itertools
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from operator import eq, itemgetter
+from itertools import repeat
+from operator import eq, itemgetter, lt
 from typing import Annotated, Any, Protocol
 
 from pydantic import (
@@ -307,35 +309,32 @@ def assemble_document(
         and not any(map(eq, ups, kids))
     ):
         raise _edge_problem(edges, index_of)
-    children: dict[str, list[str]]
-    if (
-        len(ups) == len(nodes) - 1
-        and ups[1:] == kids[:-1]
-        and (not ups or ups[0] not in parent_edge)
-    ):
-        # Edges in order along one chain from a node without parent (a conversation
-        # never branched, or a path): its nodes are distinct, so it reaches them all.
-        root_id = ups[0] if ups else next(iter(nodes))
-        children = dict(zip(ups, map(list, zip(kids)), strict=True))  # each parent: [its child]
-        seen: set[str] | None = None
-    else:
-        children = {}
-        for parent_id, child_id in zip(ups, kids, strict=True):
-            if parent_id in children:
-                children[parent_id].append(child_id)
-            else:
-                children[parent_id] = [child_id]
+    # Each parent's children in edge order: one list per parent built at C speed, then
+    # the parents of several children (branch points, a few) filled edge by edge.
+    children = dict(zip(ups, map(list, zip(kids)), strict=True))
+    if len(children) != len(ups):
+        several = {up for up, count in Counter(ups).items() if count > 1}
+        for up in several:
+            children[up] = []
+        pairs = zip(ups, kids, strict=True)
+        for up, kid in itertools.compress(pairs, map(several.__contains__, ups)):
+            children[up].append(kid)
+    root_id = next(itertools.filterfalse(parent_edge.__contains__, nodes), None)
+    if root_id is None:
+        raise FormatError("no root node: every node has a parent (a cycle)", path="edges")
+    if len(nodes) - len(parent_edge) > 1:
         roots = list(itertools.filterfalse(parent_edge.__contains__, nodes))
-        if not roots:
-            raise FormatError("no root node: every node has a parent (a cycle)", path="edges")
-        if len(roots) > 1:
-            shown = ", ".join(repr(r) for r in roots[:5])
-            raise FormatError(
-                f"{len(roots)} root nodes ({shown}); a conversation has exactly one root",
-                path=f"nodes[{index_of[roots[1]]}]",
-                node_id=roots[1],
-            )
-        root_id = roots[0]
+        shown = ", ".join(repr(r) for r in roots[:5])
+        raise FormatError(
+            f"{len(roots)} root nodes ({shown}); a conversation has exactly one root",
+            path=f"nodes[{index_of[roots[1]]}]",
+            node_id=roots[1],
+        )
+    seen: set[str] | None = None
+    # Every node but the root has one parent. When each edge leaves the root or a node an
+    # earlier edge reached (edges as a store appends them), the edges reach every node
+    # from the root; otherwise the tree is walked to find nodes on a cycle.
+    if not all(map(lt, map(parent_edge.get, ups, repeat(-1)), range(len(ups)))):
         seen = {root_id}
         stack = [root_id]
         while stack:
