@@ -9,7 +9,8 @@ immutable **segment** records (see docs/storage.md):
   text of the document's top-level fields, the segment list, the revision
   history the merge rules need, and the summary list pages show;
 * segment, key ``<head key>~<revision>-<token>``: ``kind="segment"`` and
-  ``payload``: exact JSON text of ``{"nodes": [...], "edges": [...], "removed": [...]}``.
+  ``payload``: exact JSON text of its nodes as columns, its edges and removals
+  (`Segment`; the layout written before, an object per node, is read too).
 
 A save writes one new segment with what changed. Segments merge by size tier
 (`plan_save`): a conversation has O(log n) segments and a save costs O(1)
