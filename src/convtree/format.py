@@ -207,11 +207,7 @@ def parse_document(doc: Mapping[str, Any]) -> ParsedDocument:
     for i, rec in enumerate(model.nodes):
         node_id = rec["node_id"]
         if node_id in index_of:
-            raise FormatError(
-                f"duplicate node id (first at nodes[{index_of[node_id]}])",
-                path=f"nodes[{i}].node_id",
-                node_id=node_id,
-            )
+            raise duplicate_node(node_id, index_of[node_id], i)
         index_of[node_id] = i
         node = nodes[node_id] = node_from_record(rec, i)
         if node._message is None:
@@ -335,13 +331,7 @@ def assemble_document(
     # earlier edge reached (edges as a store appends them), the edges reach every node
     # from the root; otherwise the tree is walked to find nodes on a cycle.
     if not all(map(lt, map(parent_edge.get, ups, repeat(-1)), range(len(ups)))):
-        seen = {root_id}
-        stack = [root_id]
-        while stack:
-            below = children.get(stack.pop())
-            if below:
-                seen.update(below)
-                stack.extend(below)
+        seen = reachable(root_id, children)
     if seen is not None and len(seen) != len(nodes):
         # Every node but the root has exactly one parent, so the rest form cycles.
         lost = [node_id for node_id in nodes if node_id not in seen]
@@ -395,6 +385,27 @@ def assemble_document(
         updated_at=top.updated_at,
         extra=top.__pydantic_extra__ or None,
         active_children=top.active_children,
+    )
+
+
+def reachable(root_id: str, children: Mapping[str, Sequence[str]]) -> set[str]:
+    """The ids of ``root_id`` and every node below it (``children``: parent -> child ids)."""
+    seen = {root_id}
+    stack = [root_id]
+    while stack:
+        below = children.get(stack.pop())
+        if below:
+            seen.update(below)
+            stack.extend(below)
+    return seen
+
+
+def duplicate_node(node_id: str, first: int, again: int) -> FormatError:
+    """The error for node ``node_id`` at ``nodes[again]``, already at ``nodes[first]``."""
+    return FormatError(
+        f"duplicate node id (first at nodes[{first}])",
+        path=f"nodes[{again}].node_id",
+        node_id=node_id,
     )
 
 

@@ -37,7 +37,7 @@ from dataknobs_structures import Tree
 
 from .._json import copy_json
 from ..errors import FormatError
-from ..format import CURRENT_SCHEMA_VERSION
+from ..format import CURRENT_SCHEMA_VERSION, reachable
 from ..node import ConversationNode
 from ..state import ConversationState
 from ._fields import Mode, check_mode, mode_error
@@ -316,13 +316,7 @@ def _tree(mapping: Mapping[str, Any]) -> tuple[str, dict[str, list[str]], set[st
             unlisted.add(node_id)
 
     root_id = roots[0]
-    reached = {root_id}
-    stack = [root_id]
-    while stack:
-        kids = children.get(stack.pop())
-        if kids:
-            reached.update(kids)
-            stack.extend(kids)
+    reached = reachable(root_id, children)
     if len(reached) != len(mapping):
         # Every other node has one parent, so the ones not reached form a cycle.
         lost = [n for n in mapping if n not in reached]

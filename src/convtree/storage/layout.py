@@ -47,6 +47,7 @@ from ..format import (
     DocumentFields,
     ParsedDocument,
     assemble_document,
+    duplicate_node,
     node_from_record,
     parse_document,
     validate_node_records,
@@ -650,11 +651,7 @@ def build_nodes(
         first: dict[str, int] = {}
         for k, node_id in enumerate(node_ids):
             if node_id in first:
-                raise FormatError(
-                    f"duplicate node id (first at nodes[{first[node_id]}])",
-                    path=f"nodes[{k}].node_id",
-                    node_id=node_id,
-                )
+                raise duplicate_node(node_id, first[node_id], k)
             first[node_id] = k
     everything_plain = records.count(None) == len(records)
     plain = (
