@@ -214,3 +214,19 @@ def test_a_loaded_tree_is_the_tree_dataknobs_structures_builds() -> None:
     loaded.add_message("user", "more")  # grows a node whose children list it built
     assert [n.node_id for n in loaded.get_path()][-2] == leaf
     assert ConversationState.from_dict(loaded.to_dict()) == loaded
+
+
+def test_node_records_validated_apart_name_their_place_in_the_document() -> None:
+    """A store validates only some records (``nodes[k]`` of the document it assembles):
+    the error names that place and that node, not the record's index in the batch."""
+    from convtree.format import validate_node_records
+
+    stamp = "2025-01-01T00:00:00+00:00"
+    records = {
+        3: {"node_id": "a", "message": None, "timestamp": stamp},
+        7: {"node_id": "b", "message": {"role": 5}, "timestamp": stamp},
+    }
+    with pytest.raises(FormatError) as err:
+        validate_node_records(records, {3: "a", 7: "b"}.__getitem__)
+    assert err.value.path == "nodes[7].message.role"
+    assert err.value.node_id == "b"

@@ -221,6 +221,7 @@ def format_error_from_validation(
     what: str,
     data: Any,
     node_id_at: Callable[[tuple[int | str, ...]], str | None] | None = None,
+    place: Callable[[tuple[int | str, ...]], tuple[int | str, ...]] | None = None,
 ) -> FormatError:
     """Turn a pydantic ValidationError into one FormatError naming path and node.
 
@@ -232,6 +233,9 @@ def format_error_from_validation(
         what: What was being validated ("conversation document", "message").
         data: The input that was validated, to tell keys from union member tags.
         node_id_at: Optional callable mapping a location to the node id it falls in.
+        place: Optional callable mapping a location in ``data`` to the one it has in
+            the document ``data`` is part of (the path reported, and what
+            ``node_id_at`` is given).
     """
     problems = [
         (_real_loc(data, err["loc"], err["type"] == "missing"), err["msg"])
@@ -244,6 +248,8 @@ def format_error_from_validation(
     others = len({where for where, _ in problems} - {loc})
     if others:
         text += f" (and {others} more problem(s))"
+    if place is not None:
+        loc = place(loc)
     node_id = node_id_at(loc) if node_id_at is not None else None
     return FormatError(f"invalid {what}: {text}", path=json_path(loc), node_id=node_id)
 

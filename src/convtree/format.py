@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import repeat
@@ -258,12 +258,13 @@ def validate_node_records(
     try:
         return dict(zip(at, _NODE_RECORDS.validate_python(values), strict=True))
     except ValidationError as exc:
-        error = format_error_from_validation(exc, what="conversation document", data=values)
-        where = error.path or "[0]"  # "[j].message.role": j indexes ``values``
-        j = int(where[1 : where.index("]")])
-        k = at[j]
-        path = f"nodes[{k}]{where[where.index(']') + 1 :]}"
-        raise FormatError(error.reason, path=path, node_id=node_id_of(k)) from None
+        raise format_error_from_validation(
+            exc,
+            what="conversation document",
+            data=values,
+            place=lambda loc: ("nodes", at[int(loc[0])], *loc[1:]),  # values[j] is nodes[k]
+            node_id_at=lambda loc: node_id_of(int(loc[1])),
+        ) from None
 
 
 class DocumentFields(Protocol):
@@ -326,15 +327,12 @@ def assemble_document(
             path=f"nodes[{index_of[roots[1]]}]",
             node_id=roots[1],
         )
-    seen: set[str] | None = None
     # Every node but the root has one parent. When each edge leaves the root or a node an
     # earlier edge reached (edges as a store appends them), the edges reach every node
     # from the root; otherwise the tree is walked to find nodes on a cycle.
-    if not all(map(lt, map(parent_edge.get, ups, repeat(-1)), range(len(ups)))):
-        seen = reachable(root_id, children)
-    if seen is not None and len(seen) != len(nodes):
+    ordered = all(map(lt, map(parent_edge.get, ups, repeat(-1)), range(len(ups))))
+    if not ordered and (lost := unreachable(root_id, children, nodes)):
         # Every node but the root has exactly one parent, so the rest form cycles.
-        lost = [node_id for node_id in nodes if node_id not in seen]
         shown = ", ".join(repr(n) for n in lost[:5])
         raise FormatError(
             f"{len(lost)} node(s) not reachable from the root {root_id!r}, "
@@ -388,8 +386,11 @@ def assemble_document(
     )
 
 
-def reachable(root_id: str, children: Mapping[str, Sequence[str]]) -> set[str]:
-    """The ids of ``root_id`` and every node below it (``children``: parent -> child ids)."""
+def unreachable(
+    root_id: str, children: Mapping[str, Sequence[str]], ids: Collection[str]
+) -> list[str]:
+    """The ``ids`` (in their order) that are neither ``root_id`` nor below it
+    (``children``: parent -> child ids)."""
     seen = {root_id}
     stack = [root_id]
     while stack:
@@ -397,7 +398,7 @@ def reachable(root_id: str, children: Mapping[str, Sequence[str]]) -> set[str]:
         if below:
             seen.update(below)
             stack.extend(below)
-    return seen
+    return [] if len(seen) == len(ids) else [i for i in ids if i not in seen]
 
 
 def duplicate_node(node_id: str, first: int, again: int) -> FormatError:

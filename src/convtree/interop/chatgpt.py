@@ -37,7 +37,7 @@ from dataknobs_structures import Tree
 
 from .._json import copy_json
 from ..errors import FormatError
-from ..format import CURRENT_SCHEMA_VERSION, reachable
+from ..format import CURRENT_SCHEMA_VERSION, unreachable
 from ..node import ConversationNode
 from ..state import ConversationState
 from ._fields import Mode, check_mode, mode_error
@@ -316,10 +316,8 @@ def _tree(mapping: Mapping[str, Any]) -> tuple[str, dict[str, list[str]], set[st
             unlisted.add(node_id)
 
     root_id = roots[0]
-    reached = reachable(root_id, children)
-    if len(reached) != len(mapping):
+    if lost := unreachable(root_id, children, mapping):
         # Every other node has one parent, so the ones not reached form a cycle.
-        lost = [n for n in mapping if n not in reached]
         shown = ", ".join(repr(n) for n in lost[:5])
         raise FormatError(
             f"{len(lost)} node(s) not reachable from the root {root_id!r}: their parents "

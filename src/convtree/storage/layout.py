@@ -734,18 +734,34 @@ def _state(head: Head, segments: Sequence[dict[str, Any] | None], store: str) ->
     # before it runs again, so the collection the allocations made due walks only
     # what was built, not the decoded records as well (a sixth of a load).
     parsed, (folded, _) = fold_records(head, segments, store)
-    if head.document.get("schema_version") != CURRENT_SCHEMA_VERSION:
-        doc = dict(head.document)  # an older version: migrated as a whole document
-        doc["nodes"] = folded.node_records()
-        doc["edges"] = folded.edges
-        return _load_document(head, doc, parsed, store, ConversationState.from_dict)
+    picks = range(len(folded.ids))
+    document = _document(head, head.document, parsed, folded, picks, folded.edges, store)
+    return ConversationState.from_parsed(document)
 
-    def load(doc: dict[str, Any]) -> ConversationState:
-        picks = range(len(folded.ids))
-        document = assemble_document(_envelope(doc), *build_nodes(folded, picks), folded.edges)
-        return ConversationState.from_parsed(document)
 
-    return _load_document(head, head.document, parsed, store, load)
+def _document(
+    head: Head,
+    fields: dict[str, Any],
+    parsed: Sequence[Segment],
+    folded: Segment,
+    picks: Sequence[int],
+    edges: list[list[str]],
+    store: str,
+) -> ParsedDocument:
+    """The document of the document ``fields`` with nodes ``picks`` of ``folded`` and
+    ``edges``, parsed with every check of `parse_document` (errors name the record).
+
+    A current version is assembled from the columns; an older one is written out whole
+    and migrated first.
+    """
+    if fields.get("schema_version") != CURRENT_SCHEMA_VERSION:
+        doc = {**fields, "nodes": [folded.record(i) for i in picks], "edges": edges}
+        return _load_document(head, doc, parsed, store, _parse_whole)
+
+    def load(doc: dict[str, Any]) -> ParsedDocument:
+        return assemble_document(_envelope(doc), *build_nodes(folded, picks), edges)
+
+    return _load_document(head, fields, parsed, store, load)
 
 
 def _envelope(doc: Mapping[str, Any]) -> DocumentFields:
@@ -797,21 +813,11 @@ def _path(
     doc["current_node_id"] = target
     edges = [[a, b] for a, b in itertools.pairwise(path)]
     picks = [at[node_id] for node_id in path if node_id in at]
-    if doc.get("schema_version") != CURRENT_SCHEMA_VERSION:
-        # An older version: the cut document is migrated and parsed as a whole.
-        doc["nodes"] = [folded.record(i) for i in picks]
-        doc["edges"] = edges
-        chain = _load_document(head, doc, parsed, store, _parse_chain)
-        return list(chain.nodes.values())
-
     # The path is a chain in path order: its checks are those of a full load.
-    def load(doc: dict[str, Any]) -> ParsedDocument:
-        return assemble_document(_envelope(doc), *build_nodes(folded, picks), edges)
-
-    return list(_load_document(head, doc, parsed, store, load).nodes.values())
+    return list(_document(head, doc, parsed, folded, picks, edges, store).nodes.values())
 
 
-def _parse_chain(doc: Mapping[str, Any]) -> ParsedDocument:
+def _parse_whole(doc: Mapping[str, Any]) -> ParsedDocument:
     return parse_document(upgrade_document(doc))
 
 
