@@ -462,7 +462,7 @@ def test_a_postgres_table_keeps_only_the_indexes_convtree_uses(
     """dataknobs-data's GIN indexes of the whole ``data`` and ``metadata`` columns serve
     no query of convtree's: a new table is created without them, and a table that has
     them (created by dataknobs-data, or by an older convtree) loses them on open, its
-    records kept."""
+    records kept. The table's storage setting (``TOAST_TARGET``) is set the same way."""
     from dataknobs_data.backends.postgres_mixins import PostgresTableManager
 
     url = url_of("postgres")
@@ -475,12 +475,19 @@ def test_a_postgres_table_keeps_only_the_indexes_convtree_uses(
         )
         return {row[0].rsplit(".", 1)[-1] for row in rows}
 
+    async def options(storage: Any) -> list[str]:
+        found = await storage.records._pool().fetchval(
+            "SELECT reloptions FROM pg_class WHERE oid = $1::regclass", storage.records.table
+        )
+        return list(found or [])
+
     async def main() -> None:
         async with open_storage(url) as storage:
             name = storage.records.db.table_name
             ours = {f"{name}_pkey"} | {f"{name}_ct_{s}" for s in ("updated", "created", "user")}
             ours |= {f"{name}_ct_key", f"{name}_ct_meta"}
             assert await indexes(storage) == ours
+            assert await options(storage) == ["toast_tuple_target=128"]
             for i in range(3):
                 await storage.save_conversation(_branchy(f"o{i}", ["x", f"w{i}", "y", "z"]))
             # What dataknobs-data's own connect runs on the table.
@@ -489,8 +496,11 @@ def test_a_postgres_table_keeps_only_the_indexes_convtree_uses(
                 PostgresTableManager.get_create_table_sql(schema, name)
             )
             assert await indexes(storage) == ours | {f"idx_{name}_{g}" for g in generic}
-            # A role that may read and write the tables, but not drop their indexes, opens
-            # the store all the same: the indexes stay.
+            await storage.records._pool().execute(
+                f"ALTER TABLE {storage.records.table} RESET (toast_tuple_target)"
+            )
+            # A role that may read and write the tables, but not drop their indexes or
+            # change the table, opens the store all the same: the table stays as it is.
             role = f"r{name}"
             await storage.records._pool().execute(
                 f"CREATE ROLE {role} LOGIN; GRANT ALL ON {schema}.{name}, {schema}.{name}_text, "
@@ -500,8 +510,10 @@ def test_a_postgres_table_keeps_only_the_indexes_convtree_uses(
             assert storage.records.db._connect_kwargs["user"] == role
             assert await storage.count_conversations(search="w1") == 1
             assert await indexes(storage) == ours | {f"idx_{name}_{g}" for g in generic}
+            assert await options(storage) == []
         async with open_storage(url) as storage:
             assert await indexes(storage) == ours
+            assert await options(storage) == ["toast_tuple_target=128"]
             assert await storage.count_conversations(search="w1") == 1
             assert len(await storage.list_summaries(limit=None)) == 3
 
