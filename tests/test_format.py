@@ -19,6 +19,9 @@ def valid() -> dict[str, Any]:
     return state.to_dict()
 
 
+ROOT = "<the root's id>"  # an expected node id: the generated id of the root
+
+
 def root_id(doc: dict[str, Any]) -> str:
     return str(doc["nodes"][0]["node_id"])
 
@@ -65,8 +68,8 @@ CASES: list[tuple[str, Callable[[dict[str, Any]], None], str, str | None, str | 
         "no root",
         lambda d: d["edges"].append(["b", d["nodes"][0]["node_id"]]),
         "no root node",
-        "edges",
-        None,
+        "edges[4]",
+        ROOT,
     ),
     (
         "unknown cursor",
@@ -150,6 +153,8 @@ def test_invalid_document(
     node_id: str | None,
 ) -> None:
     doc = valid()
+    if node_id == ROOT:
+        node_id = root_id(doc)
     corrupt(doc)
     with pytest.raises(FormatError) as info:
         ConversationState.from_dict(doc)

@@ -124,6 +124,11 @@ def _same_id_twice(doc: dict[str, Any]) -> None:
     doc["ids"][1] = doc["ids"][0]
 
 
+def _edges_in_a_loop(doc: dict[str, Any]) -> None:
+    """The root's parent made the last node: the parent links from the cursor go round."""
+    doc["edges"].append([doc["ids"][-1], doc["ids"][0]])
+
+
 def _record_role(doc: dict[str, Any]) -> None:
     """Node 1 stored as a record (as a node with metadata is), its role an integer."""
     i = 1
@@ -302,6 +307,7 @@ SEGMENT_MODES = [
         "segment",
         _text("payload", _record_of_another),
     ),
+    Mode("segment payload: edges in a loop", "segment", _text("payload", _edges_in_a_loop)),
     Mode("segment payload: a newer layout", "segment", _text("payload", _in("layout", value=3))),
     # The layout written before (one object per node), damaged: still read, still refused.
     Mode(

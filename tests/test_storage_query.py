@@ -514,6 +514,12 @@ def test_a_postgres_table_keeps_only_the_indexes_convtree_uses(
         async with open_storage(url) as storage:
             assert await indexes(storage) == ours
             assert await options(storage) == ["toast_tuple_target=128"]
+            # A target the owner chose is kept.
+            await storage.records._pool().execute(
+                f"ALTER TABLE {storage.records.table} SET (toast_tuple_target = 512)"
+            )
+        async with open_storage(url) as storage:
+            assert await options(storage) == ["toast_tuple_target=512"]
             assert await storage.count_conversations(search="w1") == 1
             assert len(await storage.list_summaries(limit=None)) == 3
 

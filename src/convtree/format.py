@@ -317,8 +317,16 @@ def assemble_document(
         for up, kid in itertools.compress(pairs, map(several.__contains__, ups)):
             children[up].append(kid)
     root_id = next(itertools.filterfalse(parent_edge.__contains__, nodes), None)
-    if root_id is None:
-        raise FormatError("no root node: every node has a parent (a cycle)", path="edges")
+    if root_id is None:  # the first node is as good as any: it is on or below a cycle
+        first = next(iter(nodes), None)
+        if first is None:
+            raise FormatError("no nodes: a conversation has a root node", path="nodes")
+        raise FormatError(
+            f"no root node: every node has a parent (a cycle); nodes[{index_of[first]}] "
+            f"{first!r} is the child of {edges[parent_edge[first]][0]!r} here",
+            path=f"edges[{parent_edge[first]}]",
+            node_id=first,
+        )
     if len(nodes) - len(parent_edge) > 1:
         roots = list(itertools.filterfalse(parent_edge.__contains__, nodes))
         shown = ", ".join(repr(r) for r in roots[:5])

@@ -806,12 +806,17 @@ def _path(
             raise NodeNotFoundError(f"no node {ref!r} in conversation {cid!r} in {store}", ref=ref)
         raise damaged_error(store, head.key, f"its cursor {target!r} names no node", cid=cid)
     path = [target]
-    while path[-1] in parent and len(path) <= len(at):
-        path.append(parent[path[-1]])
+    up = parent.get
+    node_id: str | None = target
+    for _ in range(len(at)):  # at most one step per node: a loop stops here
+        node_id = up(node_id)
+        if node_id is None:
+            break
+        path.append(node_id)
     path.reverse()
     doc = {k: v for k, v in head.document.items() if k != "active_children"}
     doc["current_node_id"] = target
-    edges = [[a, b] for a, b in itertools.pairwise(path)]
+    edges = list(map(list, itertools.pairwise(path)))
     picks = [at[node_id] for node_id in path if node_id in at]
     # The path is a chain in path order: its checks are those of a full load.
     return list(_document(head, doc, parsed, folded, picks, edges, store).nodes.values())

@@ -196,7 +196,8 @@ the table grew by every row written. Measured (`benchmarks/bench_scale.py`, 10,0
 single-message saves, then ``VACUUM``): the records took 1,311 bytes per message with
 the default (2,032 bytes), 1,064 with this; whole store 2.04x a one-shot save, then
 1.82x. Heads of ordinary size (under 2 KB) stay in the table as before. The setting
-applies to rows written after it; existing rows are not rewritten."""
+applies to rows written after it; existing rows are not rewritten. A table that has a
+``toast_tuple_target`` of its own keeps it."""
 
 
 class PostgresRecordStore(DataknobsRecordStore):
@@ -279,7 +280,8 @@ class PostgresRecordStore(DataknobsRecordStore):
                 options = await conn.fetchval(
                     "SELECT reloptions FROM pg_class WHERE oid = $1::regclass", self.table
                 )
-                retune = TOAST_TARGET not in (options or [])
+                # A target the table's owner set is kept.
+                retune = not any(o.startswith("toast_tuple_target=") for o in options or [])
                 for name, _ in present:
                     wanted.pop(name, None)
                 missing = list(wanted.values())
