@@ -1326,6 +1326,7 @@ async def disk_items(ctx: Ctx) -> list[Row]:
             inc_sizes,
             full_sizes,
         )
+        inc_bytes, full_bytes = inc_total, full_total
         emit(
             rows,
             Row(
@@ -1352,6 +1353,7 @@ async def disk_items(ctx: Ctx) -> list[Row]:
     else:
         (inc_before, _, inc_after, inc_a_parts) = inc_sizes
         (full_before, _, full_after, full_a_parts) = full_sizes
+        inc_bytes, full_bytes = inc_after, full_after
         emit(
             rows,
             Row(
@@ -1376,9 +1378,6 @@ async def disk_items(ctx: Ctx) -> list[Row]:
             ),
         )
     # The target: the store after the saves against the store after one save.
-    inc_bytes, full_bytes = (
-        (inc_sizes[0], full_sizes[0]) if backend == "sqlite" else (inc_sizes[2], full_sizes[2])
-    )
     emit(
         rows,
         Row(
