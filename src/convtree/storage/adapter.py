@@ -225,8 +225,9 @@ class DataknobsConversationStorage(ConversationStorage):
         On SQLite and PostgreSQL the filter, search, order and page run in SQL
         through convtree's indexes (docs/storage.md says which query runs
         where); elsewhere the heads are scanned. The rows are the same on every
-        backend. A conversation whose head record cannot be read is skipped with
-        a `DamagedRecordWarning` naming it (see `damaged_conversations()`).
+        backend. A conversation whose head record cannot be read (or, in a search
+        that reads segments, a segment of it) is skipped with a
+        `DamagedRecordWarning` naming it (see `damaged_conversations()`).
         """
         self._check_open()
         flt, query = _listing(
@@ -804,8 +805,6 @@ class DataknobsConversationStorage(ConversationStorage):
                 continue
             if flt.matches(head.document["metadata"], head.created_at, head.updated_at):
                 found.append((_sort_key(head, query.order), head))
-        if damaged:
-            self._warn_damaged(what, damaged)
         found.sort(key=lambda pair: pair[0], reverse=query.descending)
         if query.after is not None:
             after = query.after
@@ -817,9 +816,16 @@ class DataknobsConversationStorage(ConversationStorage):
         for _, head in found:
             if need is not None and len(rows) >= need:
                 break
-            if query.search is not None and not await self._holds(head, query.search):
-                continue
+            if query.search is not None:
+                try:
+                    if not await self._holds(head, query.search):
+                        continue
+                except DamagedRecordError as exc:  # a segment it lists cannot be read
+                    damaged.append(exc)
+                    continue
             rows.append(head.summary_row())
+        if damaged:
+            self._warn_damaged(what, damaged)
         return rows[query.offset :]
 
     async def _holds(self, head: Head, term: str) -> bool:
