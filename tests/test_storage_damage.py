@@ -201,6 +201,8 @@ HEAD_MODES = [
     Mode("revision: a string", "head", _fields(_set("revision", "2"))),
     Mode("revision: missing", "head", _fields(_drop("revision"))),
     Mode("revision: null", "head", _fields(_set("revision", None))),
+    Mode("token: an integer", "head", _fields(_set("token", 5))),
+    Mode("token: not convtree's", "head", _fields(_set("token", "not a token"))),
     Mode("created_at: an integer", "head", _fields(_set("created_at", 5))),
     Mode("updated_at: missing", "head", _fields(_drop("updated_at"))),
     Mode("meta: a string", "head", _fields(_set("meta", "x"))),
@@ -604,5 +606,46 @@ def test_a_damaged_file_whose_name_was_shortened_is_quarantined_not_deleted(
             assert sorted(p.name for p in (tmp_path / "store").glob("*.json")) == sorted(
                 p.name for p in (tmp_path / "store").glob("short*.json")
             )
+
+    asyncio.run(main())
+
+
+def test_a_head_the_store_reads_otherwise_is_reported_not_retried_forever(
+    tmp_path: Path,
+) -> None:
+    """A head record holding its ``token`` twice: Python's JSON parser keeps the last,
+    SQLite's ``json_extract`` the first, so the conditional write of every save was
+    refused and the save retried for about a minute (found by a random-damage run, with
+    a token holding a NUL, now refused when read). A head still as it was after a refusal
+    means no writer came first: the save raises a `DamagedRecordError` naming it, and
+    ``overwrite=True`` replaces the conversation."""
+    url = f"sqlite:///{tmp_path}/store.db"
+
+    async def main() -> None:
+        async with open_storage(url) as storage:
+            medium = await Medium.open(storage, url)
+            try:
+                await storage.save_conversation(_conversation("c"))
+                text = (await medium.raw("c")).decode()
+                assert text.startswith("{")
+                await medium.put_raw("c", ('{"token": "0123456789ab", ' + text[1:]).encode())
+                state = await storage.load_conversation("c")  # the last token is read
+                assert state is not None
+                state.add_message("user", "one more")
+                with pytest.raises(DamagedRecordError, match="refuses a write") as caught:
+                    await asyncio.wait_for(storage.save_conversation(state), 10)
+                assert (caught.value.conversation_id, caught.value.key) == ("c", "c")
+                loaded = await storage.load_conversation("c")  # nothing was changed
+                assert loaded is not None
+                assert len(loaded) == len(state) - 1
+                await asyncio.wait_for(storage.save_conversation(state, overwrite=True), 10)
+                again = await storage.load_conversation("c")
+                assert again is not None
+                assert again.to_dict() == state.to_dict()
+                again.add_message("assistant", "and it saves again")
+                await storage.save_conversation(again)
+                assert (await storage.check(grace=0)).clean
+            finally:
+                await medium.close()
 
     asyncio.run(main())

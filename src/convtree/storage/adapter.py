@@ -489,6 +489,19 @@ class DataknobsConversationStorage(ConversationStorage):
             )
         except PreconditionFailed:
             self._cache.forget(key)
+            if head is not None and await self._refused_unchanged(head):
+                if not overwrite:
+                    raise damaged_error(
+                        self.name,
+                        key,
+                        f"the store refuses a write conditioned on what it holds (revision "
+                        f"{head.revision.number}, token {head.revision.token!r}): the record "
+                        "does not hold what convtree reads from it",
+                        cid=cid,
+                    ) from None
+                # Replace what cannot be written over: remove every record of it, then create.
+                await self.records.delete(key)
+                await self._remove_records(key, None)
             return False
         except BaseException:
             self._cache.forget(key)  # the outcome is unknown
@@ -639,6 +652,20 @@ class DataknobsConversationStorage(ConversationStorage):
                     ) from None
                 await _backoff(attempt)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _refused_unchanged(self, head: Head) -> bool:
+        """Whether the stored head is still ``head`` after a write conditioned on it was
+        refused: then no other writer came first, the record is at fault (a save would
+        be refused forever), and the save reports it instead of retrying."""
+        try:
+            again = await self._head(head.key, head.conversation_id)
+        except DamagedRecordError:
+            return False  # the next attempt reads it and reports the damage
+        return (
+            again is not None
+            and again.revision.number == head.revision.number
+            and again.revision.token == head.revision.token
+        )
 
     async def _head(self, key: str, cid: str) -> Head | None:
         try:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -284,10 +285,15 @@ def _parse_head(record: Any, store: str, key: str) -> Head:
     updated = _stamp(_field(doc, "updated_at", str, "head text field"), "head text updated_at")
     _field(doc, "metadata", dict, "head text field")
     token = record.get("token")
-    if token is not None and not isinstance(token, str):
-        raise _Bad(f"field 'token' is {json_type(token)} ({_short(token)}), not a string")
+    if token is not None and not (isinstance(token, str) and _TOKEN.fullmatch(token)):
+        what = _short(token) if isinstance(token, str) else f"{json_type(token)} ({_short(token)})"
+        raise _Bad(f"field 'token' is {what}, not the hexadecimal token convtree writes")
     revision = SavedRevision(store, number, marks[0], marks[1], token)
     return Head(key, cid, revision, tuple(segments), doc, row, created, updated)
+
+
+_TOKEN = re.compile(r"[0-9a-f]{1,64}")
+"""A head's token as convtree writes it (``secrets.token_hex``), with room to grow."""
 
 
 def record_id_or_none(conversation_id: object) -> str | None:
