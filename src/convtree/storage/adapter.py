@@ -415,9 +415,7 @@ class DataknobsConversationStorage(ConversationStorage):
             except DamagedRecordError:
                 if not overwrite:
                     raise
-                # Replace what cannot be read: remove every record of it, then create.
-                await self.records.delete(key)
-                await self._remove_records(key, None)
+                await self._discard(key)  # replace what cannot be read
                 head = None
         if head is None:
             if mine and not overwrite:
@@ -499,9 +497,7 @@ class DataknobsConversationStorage(ConversationStorage):
                         "does not hold what convtree reads from it",
                         cid=cid,
                     ) from None
-                # Replace what cannot be written over: remove every record of it, then create.
-                await self.records.delete(key)
-                await self._remove_records(key, None)
+                await self._discard(key, head)  # replace what cannot be written over
             return False
         except BaseException:
             self._cache.forget(key)  # the outcome is unknown
@@ -744,6 +740,12 @@ class DataknobsConversationStorage(ConversationStorage):
         """Whether the conversation at ``head`` is exactly ``state`` (as a document)."""
         stored = await self._load(head)
         return stored is not None and json_text(stored.to_dict()) == json_text(state.to_dict())
+
+    async def _discard(self, key: str, head: Head | None = None) -> None:
+        """Delete the head under ``key``, then every record of it: what an overwrite
+        does to a conversation that cannot be read or written over, before creating it."""
+        await self.records.delete(key)
+        await self._remove_records(key, head)
 
     async def _remove_records(self, key: str, head: Head | None) -> None:
         """Delete every record under ``key``'s prefix (and what ``head`` lists)."""
